@@ -1,0 +1,143 @@
+"""The metric catalogue: every metric the exporter serves, read by the collectors, the README and tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GPU = ("gpu", "uuid")
+WORKLOAD = ("pid", "comm", "user", "container_id", "pod", "namespace", "slurm_job_id")
+PROCESS_GPU = GPU + WORKLOAD
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str  # full name; counters include the ``_total`` suffix
+    type: str  # "gauge", "counter" or "info" (a gauge whose value is always 1)
+    labels: tuple[str, ...]
+    help: str
+    area: str  # README section: gpu, process, cpu, carbon, self
+
+    @property
+    def family(self) -> str:
+        """Name without ``_total``: what prometheus_client's CounterMetricFamily is given."""
+        return self.name[: -len("_total")] if self.type == "counter" else self.name
+
+
+_SPECS = [
+    # GPU
+    MetricSpec("footprint_gpu_info", "info", (*GPU, "name", "driver_version", "pci_bus_id"),
+               "Static facts of a GPU; always 1.", "gpu"),
+    MetricSpec("footprint_gpu_up", "gauge", GPU,
+               "1 if the GPU answered its last read, 0 if it is lost or failing.", "gpu"),
+    MetricSpec("footprint_gpu_power_watts", "gauge", GPU, "Latest board power draw in watts.", "gpu"),
+    MetricSpec("footprint_gpu_energy_joules_total", "counter", GPU,
+               "GPU energy in joules since the exporter started (or since the restored state); from the "
+               "hardware energy counter where the GPU has one, else integrated power.", "gpu"),
+    MetricSpec("footprint_gpu_utilization_ratio", "gauge", GPU, "Fraction of time the SMs were busy (0-1).",
+               "gpu"),
+    MetricSpec("footprint_gpu_memory_used_bytes", "gauge", GPU, "GPU memory in use, bytes.", "gpu"),
+    MetricSpec("footprint_gpu_memory_total_bytes", "gauge", GPU, "GPU memory installed, bytes.", "gpu"),
+    MetricSpec("footprint_gpu_temperature_celsius", "gauge", GPU, "GPU core temperature, degrees Celsius.",
+               "gpu"),
+    MetricSpec("footprint_gpu_power_limit_watts", "gauge", GPU, "Enforced board power limit in watts.", "gpu"),
+    MetricSpec("footprint_gpu_unattributed_energy_joules_total", "counter", GPU,
+               "GPU energy in joules charged to no process (the GPU was idle or held by nothing).", "gpu"),
+    # Processes
+    MetricSpec("footprint_process_gpu_energy_joules_total", "counter", PROCESS_GPU,
+               "GPU energy in joules attributed to a process (or group, see --attribution.group-by).",
+               "process"),
+    MetricSpec("footprint_process_gpu_power_watts", "gauge", PROCESS_GPU,
+               "GPU power in watts attributed to a process over the last sample interval.", "process"),
+    MetricSpec("footprint_process_cpu_energy_joules_total", "counter", WORKLOAD,
+               "CPU package energy in joules attributed to a process by its CPU time.", "process"),
+    MetricSpec("footprint_process_cpu_power_watts", "gauge", WORKLOAD,
+               "CPU power in watts attributed to a process over the last sample interval.", "process"),
+    MetricSpec("footprint_process_gpu_emissions_grams_total", "counter", PROCESS_GPU,
+               "Operational CO2e in grams (average signal, PUE included) attributed to a process's GPU use.",
+               "process"),
+    MetricSpec("footprint_process_gpu_marginal_emissions_grams_total", "counter", PROCESS_GPU,
+               "Marginal-signal CO2e in grams attributed to a process's GPU use (only with a marginal "
+               "provider).", "process"),
+    MetricSpec("footprint_process_gpu_embodied_emissions_grams_total", "counter", PROCESS_GPU,
+               "Embodied (manufacturing) CO2e in grams of the GPU, shared out by the attribution shares.",
+               "process"),
+    MetricSpec("footprint_process_cpu_emissions_grams_total", "counter", WORKLOAD,
+               "Operational CO2e in grams attributed to a process's CPU use.", "process"),
+    MetricSpec("footprint_cpu_unattributed_energy_joules_total", "counter", ("package",),
+               "CPU package energy in joules charged to no process.", "process"),
+    # CPU
+    MetricSpec("footprint_cpu_power_watts", "gauge", ("package", "method"),
+               "CPU package (or DRAM) power in watts; method is rapl (measured) or estimated.", "cpu"),
+    MetricSpec("footprint_cpu_energy_joules_total", "counter", ("package", "method"),
+               "CPU package (or DRAM) energy in joules since the exporter started.", "cpu"),
+    # Carbon
+    MetricSpec("footprint_grid_carbon_intensity_grams_per_kwh", "gauge", ("zone", "provider", "signal"),
+               "Grid carbon intensity in use now, grams CO2e per kWh; signal is average or marginal.", "carbon"),
+    MetricSpec("footprint_carbon_intensity_age_seconds", "gauge", ("zone", "provider"),
+               "Age in seconds of the carbon intensity in use.", "carbon"),
+    MetricSpec("footprint_carbon_intensity_info", "info", ("zone", "provider", "signal", "source", "year"),
+               "Where the intensity in use comes from (data source and year for the embedded table).",
+               "carbon"),
+    MetricSpec("footprint_carbon_provider_up", "gauge", ("provider",),
+               "1 if the provider's last refresh worked.", "carbon"),
+    MetricSpec("footprint_carbon_provider_errors_total", "counter", ("provider", "kind"),
+               "Failed provider refreshes by kind (timeout, connection, http_4xx, http_429, http_5xx, "
+               "malformed, auth).", "carbon"),
+    MetricSpec("footprint_carbon_forecast_min_grams_per_kwh", "gauge", ("zone", "provider", "signal"),
+               "Lowest forecast intensity over the next 24 h, grams CO2e per kWh.", "carbon"),
+    MetricSpec("footprint_carbon_forecast_min_timestamp_seconds", "gauge", ("zone", "provider", "signal"),
+               "When the lowest forecast intensity of the next 24 h begins, seconds since the epoch.", "carbon"),
+    MetricSpec("footprint_pue_ratio", "gauge", (), "Power usage effectiveness applied to every emission.",
+               "carbon"),
+    MetricSpec("footprint_gpu_emissions_grams_total", "counter", GPU,
+               "Operational CO2e in grams of the GPU (average signal, PUE included).", "carbon"),
+    MetricSpec("footprint_gpu_marginal_emissions_grams_total", "counter", GPU,
+               "Operational CO2e in grams of the GPU using the marginal signal (only with a marginal "
+               "provider).", "carbon"),
+    MetricSpec("footprint_cpu_emissions_grams_total", "counter", ("package",),
+               "Operational CO2e in grams of the CPU package (average signal, PUE included).", "carbon"),
+    MetricSpec("footprint_cpu_marginal_emissions_grams_total", "counter", ("package",),
+               "Operational CO2e in grams of the CPU package, marginal signal.", "carbon"),
+    MetricSpec("footprint_gpu_embodied_emissions_grams_total", "counter", GPU,
+               "Manufacturing CO2e in grams of the GPU, amortised per second over its service life.", "carbon"),
+    MetricSpec("footprint_node_embodied_emissions_grams_total", "counter", (),
+               "Manufacturing CO2e in grams of the node without its GPUs, amortised over its service life.",
+               "carbon"),
+    MetricSpec("footprint_water_litres_total", "counter", (),
+               "Site water use in litres for the node's energy (energy x WUE; only with carbon.wue set).",
+               "carbon"),
+    # Self
+    MetricSpec("footprint_source_up", "gauge", ("source",), "1 if the source's last read worked.", "self"),
+    MetricSpec("footprint_source_errors_total", "counter", ("source", "kind"),
+               "Failed source reads by kind.", "self"),
+    MetricSpec("footprint_source_read_duration_seconds", "gauge", ("source",),
+               "Time the source's last read took.", "self"),
+    MetricSpec("footprint_sample_duration_seconds", "gauge", (),
+               "Time the last sampler tick took, reads included.", "self"),
+    MetricSpec("footprint_samples_total", "counter", (), "Sampler ticks since start.", "self"),
+    MetricSpec("footprint_snapshot_age_seconds", "gauge", (),
+               "Seconds since the snapshot being served was published.", "self"),
+    MetricSpec("footprint_attribution_series_folded_total", "counter", (),
+               "Process series folded into comm=\"other\" by --attribution.max-series.", "self"),
+    MetricSpec("footprint_state_saves_total", "counter", (), "Successful state file saves.", "self"),
+    MetricSpec("footprint_state_save_errors_total", "counter", (), "Failed state file saves.", "self"),
+    MetricSpec("footprint_state_last_save_timestamp_seconds", "gauge", (),
+               "When the state file was last saved, seconds since the epoch.", "self"),
+    MetricSpec("footprint_build_info", "info", ("version", "python_version"), "Build facts; always 1.", "self"),
+]
+
+CATALOGUE: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
+
+
+def spec(name: str) -> MetricSpec:
+    return CATALOGUE[name]
+
+
+def markdown_table() -> str:
+    """The README's metrics table, generated so that it cannot drift from the code."""
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for s in _SPECS:
+        kind = "gauge (=1)" if s.type == "info" else s.type
+        labels = ", ".join(s.labels) if s.labels else "-"
+        lines.append(f"| `{s.name}` | {kind} | {labels} | {s.help} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,183 @@
+"""Plain data passed between sources, the sampler and the collectors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcessSample:
+    """A process holding a GPU, as a source saw it during one read.
+
+    ``sm_util`` is the process' SM utilisation (0-1) averaged over the samples newer than the
+    previous read, or None when the source has no per-process utilisation (then attribution splits
+    equally). ``cgroup`` is the process' cgroup path when the source knows it (replay traces carry
+    it); live sources leave it None and the workload resolver reads /proc.
+    """
+
+    pid: int
+    comm: str = ""
+    user: str = ""
+    sm_util: float | None = None
+    used_memory_bytes: int | None = None
+    cgroup: str | None = None
+    # Process start time (seconds since the epoch, or any per-process constant): with pid, it keys a
+    # process so that a reused PID is never charged for its predecessor's energy.
+    start_time: float | None = None
+    # MIG: the GPU instance the process runs in, and that instance's share of the board's SMs (0-1).
+    gpu_instance_id: int | None = None
+    mig_sm_share: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReading:
+    """One GPU read once. A field the device does not support is None, never a silent zero."""
+
+    index: int
+    uuid: str
+    name: str = ""
+    driver_version: str = ""
+    pci_bus_id: str = ""
+    up: bool = True
+    error: str = ""
+    power_w: float | None = None
+    # Cumulative hardware energy counter in joules (NVML total energy, Volta and newer); None when
+    # the GPU has none, and the sampler then integrates power.
+    energy_j: float | None = None
+    util: float | None = None
+    mem_used_bytes: int | None = None
+    mem_total_bytes: int | None = None
+    temp_c: float | None = None
+    power_limit_w: float | None = None
+    # None: the source cannot list processes; (): it can, and none holds the GPU.
+    processes: tuple[GpuProcessSample, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CpuReading:
+    """One CPU energy domain (a package, or its DRAM) read once."""
+
+    package: str  # label value, e.g. "package-0", "package-0-dram"
+    method: str  # "rapl" or "estimated"
+    energy_j: float | None = None  # cumulative, already unwrapped by the source
+    power_w: float | None = None  # what the source measured or estimated right now
+
+
+@dataclass(frozen=True, slots=True)
+class SourceError:
+    source: str
+    kind: str  # short machine-readable reason: "lost", "permission", "not_supported", "io", ...
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Who a process belongs to. Empty strings mean "does not apply"."""
+
+    comm: str = ""
+    user: str = ""
+    container_id: str = ""
+    pod_uid: str = ""
+    pod: str = ""
+    namespace: str = ""
+    slurm_job_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuState:
+    """A GPU as the latest snapshot shows it: last reading plus accumulated totals."""
+
+    reading: GpuReading
+    energy_j_total: float = 0.0
+    unattributed_energy_j_total: float = 0.0
+    emissions_g_total: float = 0.0
+    marginal_emissions_g_total: float | None = None
+    embodied_emissions_g_total: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessState:
+    """One attributed series (a process, or a group of them under --attribution.group-by)."""
+
+    gpu_uuid: str  # "" for CPU series
+    gpu_index: str  # label value of ``gpu``; "" for CPU series
+    pid: str
+    workload: Workload
+    energy_j_total: float = 0.0
+    power_w: float = 0.0
+    emissions_g_total: float = 0.0
+    marginal_emissions_g_total: float | None = None
+    embodied_emissions_g_total: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CpuState:
+    reading: CpuReading
+    energy_j_total: float = 0.0
+    unattributed_energy_j_total: float = 0.0
+    emissions_g_total: float = 0.0
+    marginal_emissions_g_total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    name: str
+    up: bool
+    errors_total: dict[str, int] = field(default_factory=dict)  # by kind
+    read_duration_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class IntensityState:
+    """The grid carbon intensity in use for one signal."""
+
+    zone: str
+    provider: str
+    signal: str  # "average" or "marginal"
+    grams_per_kwh: float
+    age_s: float
+    # Where the value came from when it is the embedded table: its source and year (else "").
+    source: str = ""
+    year: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderState:
+    provider: str  # the provider's type
+    up: bool
+    errors_total: dict[str, int] = field(default_factory=dict)  # by kind: timeout, http_429, ...
+    last_success_timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastState:
+    zone: str
+    provider: str
+    signal: str
+    min_grams_per_kwh: float
+    min_timestamp_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a scrape serves. Built by the sampler, never mutated after publishing."""
+
+    timestamp: float = 0.0  # wall clock, seconds since the epoch
+    samples_total: int = 0
+    sample_duration_s: float = 0.0
+    gpu_source: str = "none"
+    gpus: tuple[GpuState, ...] = ()
+    gpu_processes: tuple[ProcessState, ...] = ()
+    cpus: tuple[CpuState, ...] = ()
+    cpu_processes: tuple[ProcessState, ...] = ()
+    sources: tuple[SourceStatus, ...] = ()
+    intensities: tuple[IntensityState, ...] = ()
+    providers: tuple[ProviderState, ...] = ()
+    forecasts: tuple[ForecastState, ...] = ()
+    pue: float = 1.0
+    water_litres_total: float | None = None
+    node_embodied_emissions_g_total: float | None = None
+    attributed_series_dropped_total: int = 0
+    state_saves_total: int = 0
+    state_save_errors_total: int = 0
+    last_state_save_timestamp: float | None = None
