@@ -1,0 +1,1108 @@
+"""Generates the Grafana dashboards in grafana/dashboards/ from one reviewable description.
+
+Run ``python grafana/build_dashboards.py`` after changing a panel and commit the JSON it writes;
+``--check`` exits 1 when the committed JSON is stale (the tests run it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BudgetSeries:
+    """The recording series the budget rules publish (see prometheus/rules/budgets.rules.yml)."""
+
+    usage_expr: str
+    legend: str
+
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
+SCHEMA_VERSION = 39
+DATASOURCE: Json = {"type": "prometheus", "uid": "${datasource}"}
+TAGS = ["footprint", "energy", "carbon"]
+
+# Label selectors shared by many queries; a variable set to "All" expands to ".*", which also
+# matches series where the label is empty (a process with no pod or Slurm job).
+INST = 'instance=~"$instance"'
+GPU_SEL = f'{INST}, gpu=~"$gpu"'
+PROC_GPU = f'{GPU_SEL}, namespace=~"$namespace"'
+PROC_CPU = f'{INST}, namespace=~"$namespace"'
+ZONE = f'{INST}, zone=~"$zone"'
+
+KWH = 3.6e6  # joules per kWh: energy is exported in joules, people read kWh
+WORKLOAD_LABELS = "instance, gpu, pid, comm, user, namespace, pod, slurm_job_id"
+
+UNIT_INTENSITY = "suffix: gCO2e/kWh"
+UNIT_GRAMS_PER_HOUR = "suffix: gCO2e/h"
+UNIT_WH_PER_GPU_HOUR = "suffix: Wh/GPU-h"
+
+UP_MAPPINGS: list[Json] = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "down", "color": "red", "index": 0},
+            "1": {"text": "up", "color": "green", "index": 1},
+        },
+    },
+]
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def target(expr: str, legend: str = "", *, instant: bool = False, table: bool = False) -> Json:
+    """One Prometheus query of a panel; refIds are filled in by the panel."""
+    return {
+        "datasource": DATASOURCE,
+        "expr": expr,
+        "legendFormat": legend or "__auto",
+        "instant": instant or table,
+        "range": not (instant or table),
+        "format": "table" if table else "time_series",
+        "editorMode": "code",
+    }
+
+
+def _panel(
+    kind: str, title: str, description: str, unit: str, targets: list[Json], w: int, h: int, **extra: Any
+) -> Json:
+    for i, t in enumerate(targets):
+        t["refId"] = chr(ord("A") + i)
+    panel: Json = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+        "targets": targets,
+    }
+    panel.update(extra)
+    return panel
+
+
+def timeseries(
+    title: str,
+    description: str,
+    unit: str,
+    targets: list[Json],
+    *,
+    w: int = 12,
+    h: int = 8,
+    stack: bool = False,
+    overrides: list[Json] | None = None,
+    maximum: float | None = None,
+) -> Json:
+    p = _panel("timeseries", title, description, unit, targets, w, h)
+    custom: Json = {
+        "drawStyle": "line",
+        "lineWidth": 1,
+        "fillOpacity": 30 if stack else 10,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+    }
+    p["fieldConfig"]["defaults"]["custom"] = custom
+    if maximum is not None:
+        p["fieldConfig"]["defaults"]["min"] = 0
+        p["fieldConfig"]["defaults"]["max"] = maximum
+    p["fieldConfig"]["overrides"] = overrides or []
+    p["options"] = {
+        "legend": {
+            "displayMode": "table",
+            "placement": "bottom",
+            "showLegend": True,
+            "calcs": ["lastNotNull", "mean", "max"],
+        },
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    return p
+
+
+def stat(
+    title: str,
+    description: str,
+    unit: str,
+    targets: list[Json],
+    *,
+    w: int = 4,
+    h: int = 4,
+    time_from: str | None = None,
+    decimals: int | None = None,
+    mappings: list[Json] | None = None,
+    color_mode: str = "value",
+) -> Json:
+    for t in targets:
+        t["instant"], t["range"] = True, False
+    p = _panel("stat", title, description, unit, targets, w, h)
+    if time_from:
+        # A panel-level relative time makes $__range "since midnight" (now/d) or "30 days" (30d).
+        p["timeFrom"] = time_from
+    if decimals is not None:
+        p["fieldConfig"]["defaults"]["decimals"] = decimals
+    if mappings:
+        p["fieldConfig"]["defaults"]["mappings"] = mappings
+    p["options"] = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": color_mode,
+        "graphMode": "none",
+        "textMode": "auto",
+        "justifyMode": "auto",
+        "orientation": "auto",
+    }
+    return p
+
+
+def bargauge(
+    title: str,
+    description: str,
+    unit: str,
+    targets: list[Json],
+    *,
+    w: int = 6,
+    h: int = 8,
+    maximum: float | None = None,
+    time_from: str | None = None,
+) -> Json:
+    for t in targets:
+        t["instant"], t["range"] = True, False
+    p = _panel("bargauge", title, description, unit, targets, w, h)
+    p["fieldConfig"]["defaults"]["min"] = 0
+    if maximum is not None:
+        p["fieldConfig"]["defaults"]["max"] = maximum
+    if time_from:
+        p["timeFrom"] = time_from
+    p["options"] = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "orientation": "horizontal",
+        "displayMode": "gradient",
+        "showUnfilled": True,
+        "valueMode": "color",
+        "namePlacement": "left",
+        "sizing": "auto",
+    }
+    return p
+
+
+def table(
+    title: str,
+    description: str,
+    unit: str,
+    targets: list[Json],
+    *,
+    w: int = 24,
+    h: int = 10,
+    columns: dict[str, tuple[str, str]] | None = None,
+    sort_by: str | None = None,
+    hide: tuple[str, ...] = ("Time",),
+) -> Json:
+    """A sortable table joining instant queries on their labels.
+
+    ``columns`` maps a refId to (column title, unit); Grafana names a query's value column
+    "Value #<refId>" when several queries are merged.
+    """
+    p = _panel("table", title, description, unit, targets, w, h)
+    columns = columns or {}
+    renames = {f"Value #{ref}": name for ref, (name, _unit) in columns.items()}
+    if len(targets) == 1 and "A" in columns:
+        renames = {"Value": columns["A"][0]}
+    p["fieldConfig"]["defaults"]["custom"] = {"filterable": True, "align": "auto"}
+    p["fieldConfig"]["overrides"] = [
+        {"matcher": {"id": "byName", "options": name}, "properties": [{"id": "unit", "value": col_unit}]}
+        for name, col_unit in ((columns[ref][0], columns[ref][1]) for ref in columns)
+    ]
+    p["transformations"] = [
+        {"id": "merge", "options": {}},
+        {"id": "organize", "options": {"excludeByName": dict.fromkeys(hide, True), "renameByName": renames}},
+    ]
+    p["options"] = {
+        "showHeader": True,
+        "cellHeight": "sm",
+        "footer": {"show": False, "reducer": ["sum"], "fields": ""},
+        "sortBy": [{"displayName": sort_by, "desc": True}] if sort_by else [],
+    }
+    return p
+
+
+def alert_list(title: str, description: str, *, w: int = 12, h: int = 8) -> Json:
+    """Firing and pending alerts from Grafana and the Prometheus ruler; reads no metric, so no query."""
+    return {
+        "type": "alertlist",
+        "title": title,
+        "description": description,
+        "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
+        "fieldConfig": {"defaults": {"unit": "none"}, "overrides": []},
+        "options": {
+            "viewMode": "list",
+            "groupMode": "default",
+            "groupBy": [],
+            "maxItems": 20,
+            "sortOrder": 1,
+            "dashboardAlerts": False,
+            "alertName": "",
+            "alertInstanceLabelFilter": "",
+            "stateFilter": {"firing": True, "pending": True, "noData": False, "normal": False, "error": True},
+            "folder": None,
+            "datasource": None,
+        },
+    }
+
+
+def layout(panels: list[Json]) -> list[Json]:
+    """Flows panels left to right on Grafana's 24-column grid and numbers them."""
+    x = y = row_h = 0
+    for i, p in enumerate(panels, start=1):
+        w, h = p["gridPos"]["w"], p["gridPos"]["h"]
+        if x + w > 24:
+            x, y, row_h = 0, y + row_h, 0
+        p["gridPos"].update({"x": x, "y": y})
+        p["id"] = i
+        x += w
+        row_h = max(row_h, h)
+    return panels
+
+
+def datasource_variable() -> Json:
+    return {
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "regex": "",
+        "includeAll": False,
+        "multi": False,
+        "options": [],
+    }
+
+
+def query_variable(name: str, label: str, query: str) -> Json:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "definition": query,
+        "query": {"query": query, "refId": f"{name}-variable"},
+        "refresh": 2,
+        "sort": 3,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "hide": 0,
+        "regex": "",
+        "options": [],
+    }
+
+
+def instance_variable() -> Json:
+    return query_variable("instance", "Node", "label_values(footprint_build_info, instance)")
+
+
+def gpu_variable() -> Json:
+    return query_variable("gpu", "GPU", 'label_values(footprint_gpu_info{instance=~"$instance"}, gpu)')
+
+
+def namespace_variable() -> Json:
+    return query_variable(
+        "namespace",
+        "Namespace",
+        'label_values(footprint_process_gpu_energy_joules_total{instance=~"$instance"}, namespace)',
+    )
+
+
+def zone_variable() -> Json:
+    return query_variable(
+        "zone",
+        "Grid zone",
+        'label_values(footprint_grid_carbon_intensity_grams_per_kwh{instance=~"$instance"}, zone)',
+    )
+
+
+def links() -> list[Json]:
+    return [
+        {
+            "type": "dashboards",
+            "tags": ["footprint"],
+            "asDropdown": True,
+            "title": "Footprint dashboards",
+            "includeVars": True,
+            "keepTime": True,
+            "icon": "external link",
+            "targetBlank": False,
+            "tooltip": "",
+            "url": "",
+        }
+    ]
+
+
+def dashboard(
+    uid: str,
+    title: str,
+    description: str,
+    tags: list[str],
+    variables: list[Json],
+    panels: list[Json],
+    time_from: str = "now-6h",
+) -> Json:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": [*TAGS, *tags],
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "timezone": "browser",
+        "refresh": "30s",
+        "time": {"from": time_from, "to": "now"},
+        "timepicker": {},
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "links": links(),
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "templating": {"list": [datasource_variable(), *variables]},
+        "panels": layout(panels),
+    }
+
+
+# --------------------------------------------------------------------------- the dashboards
+
+ENERGY_ALL = '{__name__=~"footprint_(gpu|cpu)_energy_joules_total", %s}'
+EMISSIONS_ALL = '{__name__=~"footprint_(gpu|cpu)_emissions_grams_total", %s}'
+PROCESS_EMISSIONS = '{__name__=~"footprint_process_(gpu|cpu)_emissions_grams_total", %s}'
+
+
+def fleet_overview(budget: BudgetSeries | None) -> Json:
+    energy = ENERGY_ALL % INST
+    emissions = EMISSIONS_ALL % INST
+    panels = [
+        stat(
+            "Power now",
+            "GPU board power plus CPU package power of the selected nodes, latest sample.",
+            "watt",
+            [target(f'sum({{__name__=~"footprint_(gpu|cpu)_power_watts", {INST}}})')],
+        ),
+        stat(
+            "Energy today",
+            "GPU and CPU energy since midnight (browser time zone), kWh.",
+            "kwatth",
+            [target(f"sum(increase({energy}[$__range])) / {KWH:g}")],
+            time_from="now/d",
+            decimals=2,
+        ),
+        stat(
+            "CO2e today",
+            "Operational emissions (average grid signal, PUE included) of GPUs and CPUs "
+            "since midnight, kg CO2e.",
+            "masskg",
+            [target(f"sum(increase({emissions}[$__range])) / 1000")],
+            time_from="now/d",
+            decimals=3,
+        ),
+        stat(
+            "Energy, 30 days",
+            "GPU and CPU energy over the last 30 days, kWh.",
+            "kwatth",
+            [target(f"sum(increase({energy}[$__range])) / {KWH:g}")],
+            time_from="30d",
+            decimals=1,
+        ),
+        stat(
+            "CO2e, 30 days",
+            "Operational emissions of GPUs and CPUs over the last 30 days, kg CO2e.",
+            "masskg",
+            [target(f"sum(increase({emissions}[$__range])) / 1000")],
+            time_from="30d",
+            decimals=2,
+        ),
+        stat(
+            "Alerts firing",
+            "Prometheus alerts firing now (carbon budgets and operational alerts); 0 when none.",
+            "none",
+            [target('count(ALERTS{alertstate="firing"}) or vector(0)')],
+            color_mode="background",
+        ),
+        timeseries(
+            "Power by node",
+            "GPU and CPU power of each node, stacked: where the fleet's power goes.",
+            "watt",
+            [
+                target(f"sum by (instance) (footprint_gpu_power_watts{{{INST}}})", "{{instance}} GPUs"),
+                target(f"sum by (instance) (footprint_cpu_power_watts{{{INST}}})", "{{instance}} CPUs"),
+            ],
+            stack=True,
+        ),
+        timeseries(
+            "Grid carbon intensity by zone",
+            "Carbon intensity of the grid each zone's nodes draw "
+            "from, as used for the emissions (average and, where configured, marginal signal).",
+            UNIT_INTENSITY,
+            [
+                target(
+                    f"avg by (zone, signal) (footprint_grid_carbon_intensity_grams_per_kwh{{{INST}}})",
+                    "{{zone}} {{signal}}",
+                )
+            ],
+        ),
+        timeseries(
+            "Emission rate by node",
+            "Operational CO2e per hour of GPUs and CPUs on each node.",
+            UNIT_GRAMS_PER_HOUR,
+            [target(f"sum by (instance) (rate({emissions}[$__rate_interval])) * 3600", "{{instance}}")],
+            w=24,
+            stack=True,
+        ),
+        bargauge(
+            "Top nodes by CO2e",
+            "The ten nodes with the most operational GPU and CPU emissions over the "
+            "dashboard's time range, grams CO2e.",
+            "massg",
+            [target(f"topk(10, sum by (instance) (increase({emissions}[$__range])))", "{{instance}}")],
+        ),
+        bargauge(
+            "Top namespaces by CO2e",
+            "The ten Kubernetes namespaces whose processes emitted the most "
+            "over the time range (GPU and CPU), grams CO2e.",
+            "massg",
+            [
+                target(
+                    "topk(10, sum by (namespace) (increase("
+                    + PROCESS_EMISSIONS % f'{INST}, namespace!=""'
+                    + "[$__range])))",
+                    "{{namespace}}",
+                )
+            ],
+        ),
+        bargauge(
+            "Top Slurm jobs by CO2e",
+            "The ten Slurm jobs that emitted the most over the time range (GPU and CPU), grams CO2e.",
+            "massg",
+            [
+                target(
+                    "topk(10, sum by (slurm_job_id, user) (increase("
+                    + PROCESS_EMISSIONS % f'{INST}, slurm_job_id!=""'
+                    + "[$__range])))",
+                    "job {{slurm_job_id}} ({{user}})",
+                )
+            ],
+        ),
+        bargauge(
+            "Top users by CO2e",
+            "The ten users whose processes emitted the most over the time range (GPU and CPU), grams CO2e.",
+            "massg",
+            [
+                target(
+                    "topk(10, sum by (user) (increase("
+                    + PROCESS_EMISSIONS % f'{INST}, user!=""'
+                    + "[$__range])))",
+                    "{{user}}",
+                )
+            ],
+        ),
+    ]
+    if budget is not None:
+        panels.append(
+            bargauge(
+                "Carbon budget usage",
+                "Share of each carbon budget (prometheus/budgets.yml) used over its rolling "
+                "period; 100% means the budget is exhausted.",
+                "percentunit",
+                [target(budget.usage_expr, budget.legend)],
+                w=12,
+                maximum=1,
+            )
+        )
+    panels.append(
+        alert_list(
+            "Firing alerts",
+            "Alerts firing or pending now, from Grafana-managed rules and "
+            "the Prometheus data source's rules.",
+            w=12 if budget is not None else 24,
+        )
+    )
+    return dashboard(
+        "footprint-fleet",
+        "Footprint / Fleet overview",
+        "How much power, energy and CO2e the fleet uses, where, by whom, against which budget.",
+        ["fleet"],
+        [instance_variable()],
+        panels,
+        time_from="now-24h",
+    )
+
+
+def node_gpu() -> Json:
+    legend = "{{instance}} GPU {{gpu}}"
+    panels = [
+        timeseries(
+            "GPU power against limit",
+            "Board power of each GPU (solid) and its enforced power limit (dashed).",
+            "watt",
+            [
+                target(f"footprint_gpu_power_watts{{{GPU_SEL}}}", legend),
+                target(f"footprint_gpu_power_limit_watts{{{GPU_SEL}}}", legend + " limit"),
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* limit$"},
+                    "properties": [
+                        {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                        {"id": "custom.fillOpacity", "value": 0},
+                    ],
+                }
+            ],
+        ),
+        bargauge(
+            "Power as share of limit",
+            "Latest board power divided by the enforced power limit; near 100% the GPU is power-capped.",
+            "percentunit",
+            [
+                target(
+                    f"footprint_gpu_power_watts{{{GPU_SEL}}} / footprint_gpu_power_limit_watts{{{GPU_SEL}}}",
+                    legend,
+                )
+            ],
+            w=12,
+            maximum=1,
+        ),
+        timeseries(
+            "GPU utilisation",
+            "Fraction of time the SMs were busy.",
+            "percentunit",
+            [target(f"footprint_gpu_utilization_ratio{{{GPU_SEL}}}", legend)],
+            w=8,
+            maximum=1,
+        ),
+        timeseries(
+            "GPU temperature",
+            "GPU core temperature.",
+            "celsius",
+            [target(f"footprint_gpu_temperature_celsius{{{GPU_SEL}}}", legend)],
+            w=8,
+        ),
+        timeseries(
+            "GPU memory in use",
+            "Memory in use as a share of the GPU's installed memory.",
+            "percentunit",
+            [
+                target(
+                    f"footprint_gpu_memory_used_bytes{{{GPU_SEL}}} / "
+                    f"footprint_gpu_memory_total_bytes{{{GPU_SEL}}}",
+                    legend,
+                )
+            ],
+            w=8,
+            maximum=1,
+        ),
+        timeseries(
+            "Attributed and idle GPU power",
+            "GPU power charged to processes (attributed) and to no "
+            "process (idle, unattributed), stacked per GPU: their sum is the GPU's power.",
+            "watt",
+            [
+                target(
+                    "sum by (instance, gpu) (rate(footprint_process_gpu_energy_joules_total"
+                    f"{{{GPU_SEL}}}[$__rate_interval]))",
+                    legend + " attributed",
+                ),
+                target(
+                    "sum by (instance, gpu) (rate(footprint_gpu_unattributed_energy_joules_total"
+                    f"{{{GPU_SEL}}}[$__rate_interval]))",
+                    legend + " idle",
+                ),
+            ],
+            stack=True,
+        ),
+        bargauge(
+            "GPU energy",
+            "Energy of each GPU over the dashboard's time range, kWh.",
+            "kwatth",
+            [target(f"increase(footprint_gpu_energy_joules_total{{{GPU_SEL}}}[$__range]) / {KWH:g}", legend)],
+        ),
+        bargauge(
+            "Idle share of GPU energy",
+            "Share of each GPU's energy over the time range that no process "
+            "used (idle power): high values are GPUs burning power for nothing.",
+            "percentunit",
+            [
+                target(
+                    "sum by (instance, gpu) (increase(footprint_gpu_unattributed_energy_joules_total"
+                    f"{{{GPU_SEL}}}[$__range])) / sum by (instance, gpu) (increase("
+                    f"footprint_gpu_energy_joules_total{{{GPU_SEL}}}[$__range]))",
+                    legend,
+                )
+            ],
+            maximum=1,
+        ),
+        table(
+            "GPUs",
+            "Every GPU with its model, driver, PCI bus id and whether it answers (up = 1).",
+            "none",
+            [
+                target(f"footprint_gpu_info{{{GPU_SEL}}}", table=True),
+                target(f"footprint_gpu_up{{{GPU_SEL}}}", table=True),
+            ],
+            columns={"A": ("info", "none"), "B": ("up", "none")},
+            hide=("Time", "__name__", "job", "Value #A"),
+            w=24,
+            h=6,
+        ),
+        timeseries(
+            "CPU power by package and method",
+            "CPU package (and DRAM) power; method rapl is measured "
+            "by the RAPL counters, estimated is a model of CPU time used when RAPL is unreadable.",
+            "watt",
+            [target(f"footprint_cpu_power_watts{{{INST}}}", "{{instance}} {{package}} ({{method}})")],
+            stack=True,
+        ),
+        stat(
+            "CPU power method",
+            "Number of CPU packages measured by RAPL and estimated from CPU time.",
+            "none",
+            [target(f"count by (method) (footprint_cpu_power_watts{{{INST}}})", "{{method}}")],
+            w=6,
+            h=8,
+        ),
+        bargauge(
+            "CPU energy",
+            "CPU package energy over the time range, kWh.",
+            "kwatth",
+            [
+                target(
+                    f"sum by (instance, package) (increase(footprint_cpu_energy_joules_total{{{INST}}}"
+                    f"[$__range])) / {KWH:g}",
+                    "{{instance}} {{package}}",
+                )
+            ],
+        ),
+        timeseries(
+            "Sources up",
+            "1 when a source's last read worked (nvml, simulated, replay, rapl, ...); "
+            "0 means its series are missing and errors are counted.",
+            "none",
+            [target(f"footprint_source_up{{{INST}}}", "{{instance}} {{source}}")],
+            w=8,
+            maximum=1,
+        ),
+        timeseries(
+            "Sampler tick duration",
+            "Time the exporter's last sampler tick took, hardware reads included.",
+            "s",
+            [target(f"footprint_sample_duration_seconds{{{INST}}}", "{{instance}}")],
+            w=8,
+        ),
+        timeseries(
+            "Snapshot age",
+            "Seconds since the snapshot being served was published; growing values "
+            "mean the sampler is stuck.",
+            "s",
+            [target(f"footprint_snapshot_age_seconds{{{INST}}}", "{{instance}}")],
+            w=8,
+        ),
+    ]
+    return dashboard(
+        "footprint-node-gpu",
+        "Footprint / Node and GPU",
+        "Per-GPU power against limit, utilisation, temperature, energy, attributed versus idle "
+        "energy, and CPU power with how it was measured.",
+        ["node", "gpu"],
+        [instance_variable(), gpu_variable()],
+        panels,
+        time_from="now-1h",
+    )
+
+
+def _workload_table(title: str, description: str, by: str, filter_label: str | None, sort: str) -> Json:
+    gpu_sel = PROC_GPU + (f', {filter_label}!=""' if filter_label else "")
+    cpu_sel = PROC_CPU + (f', {filter_label}!=""' if filter_label else "")
+    return table(
+        title,
+        description,
+        "kwatth",
+        [
+            target(
+                f"sum by ({by}) (increase(footprint_process_gpu_energy_joules_total{{{gpu_sel}}}[$__range]))"
+                f" / {KWH:g}",
+                table=True,
+            ),
+            target(
+                f"sum by ({by}) (increase(footprint_process_cpu_energy_joules_total{{{cpu_sel}}}[$__range]))"
+                f" / {KWH:g}",
+                table=True,
+            ),
+            target(f"sum by ({by}) (increase(" + PROCESS_EMISSIONS % gpu_sel + "[$__range]))", table=True),
+            target(
+                f"sum by ({by}) (increase(footprint_process_gpu_embodied_emissions_grams_total{{{gpu_sel}}}"
+                "[$__range]))",
+                table=True,
+            ),
+        ],
+        columns={
+            "A": ("GPU energy", "kwatth"),
+            "B": ("CPU energy", "kwatth"),
+            "C": ("Operational CO2e", "massg"),
+            "D": ("Embodied CO2e", "massg"),
+        },
+        sort_by=sort,
+        w=12,
+        h=9,
+    )
+
+
+def workloads() -> Json:
+    proc_by = WORKLOAD_LABELS
+    panels = [
+        table(
+            "Processes",
+            "GPU energy, operational CO2e and attributed power of every process over the "
+            "dashboard's time range; click a column header to sort.",
+            "kwatth",
+            [
+                target(
+                    f"sum by ({proc_by}) (increase(footprint_process_gpu_energy_joules_total{{{PROC_GPU}}}"
+                    f"[$__range])) / {KWH:g}",
+                    table=True,
+                ),
+                target(
+                    f"sum by ({proc_by}) (increase(footprint_process_gpu_emissions_grams_total{{{PROC_GPU}}}"
+                    "[$__range]))",
+                    table=True,
+                ),
+                target(f"sum by ({proc_by}) (footprint_process_gpu_power_watts{{{PROC_GPU}}})", table=True),
+            ],
+            columns={"A": ("GPU energy", "kwatth"), "B": ("CO2e", "massg"), "C": ("Power now", "watt")},
+            sort_by="GPU energy",
+            h=10,
+        ),
+        _workload_table(
+            "Pods",
+            "Energy and emissions of each Kubernetes pod over the time range.",
+            "namespace, pod",
+            "pod",
+            "Operational CO2e",
+        ),
+        _workload_table(
+            "Slurm jobs",
+            "Energy and emissions of each Slurm job over the time range.",
+            "slurm_job_id, user",
+            "slurm_job_id",
+            "Operational CO2e",
+        ),
+        _workload_table(
+            "Users",
+            "Energy and emissions of each user's processes over the time range.",
+            "user",
+            "user",
+            "Operational CO2e",
+        ),
+        bargauge(
+            "Energy per GPU-hour by user",
+            "Attributed GPU energy per hour a user's processes held a GPU "
+            "(the average attributed power while running): compares how hard workloads drive the GPUs "
+            "they hold.",
+            UNIT_WH_PER_GPU_HOUR,
+            [
+                target(
+                    f"sum by (user) (sum_over_time(footprint_process_gpu_power_watts{{{PROC_GPU}}}"
+                    "[$__range]))"
+                    f" / sum by (user) (count_over_time(footprint_process_gpu_power_watts{{{PROC_GPU}}}"
+                    "[$__range]))",
+                    "{{user}}",
+                )
+            ],
+            w=12,
+            h=9,
+        ),
+        timeseries(
+            "Share of each GPU by process",
+            "Each process's share of its GPU's energy (stacked per GPU); "
+            "the gap to 100% is idle power no process used.",
+            "percentunit",
+            [
+                target(
+                    "sum by (instance, gpu, pid, comm) (rate(footprint_process_gpu_energy_joules_total"
+                    f"{{{PROC_GPU}}}[$__rate_interval])) / on (instance, gpu) group_left sum by "
+                    "(instance, gpu) (rate(footprint_gpu_energy_joules_total"
+                    f"{{{GPU_SEL}}}[$__rate_interval]))",
+                    "{{instance}} GPU {{gpu}} {{comm}} ({{pid}})",
+                )
+            ],
+            stack=True,
+            maximum=1,
+        ),
+        timeseries(
+            "Attributed GPU power by user",
+            "GPU power attributed to each user's processes, stacked.",
+            "watt",
+            [target(f"sum by (user) (footprint_process_gpu_power_watts{{{PROC_GPU}}})", "{{user}}")],
+            stack=True,
+        ),
+        timeseries(
+            "Attributed CPU power by user",
+            "CPU power attributed to each user's processes by their CPU time, stacked.",
+            "watt",
+            [target(f"sum by (user) (footprint_process_cpu_power_watts{{{PROC_CPU}}})", "{{user}}")],
+            stack=True,
+        ),
+    ]
+    return dashboard(
+        "footprint-workloads",
+        "Footprint / Workloads",
+        "Energy and emissions per process, pod, Slurm job and user; each process's share of its "
+        "GPU and energy per GPU-hour.",
+        ["workloads"],
+        [instance_variable(), gpu_variable(), namespace_variable()],
+        panels,
+        time_from="now-6h",
+    )
+
+
+def carbon(budget: BudgetSeries | None) -> Json:
+    op = EMISSIONS_ALL % INST
+    panels = [
+        timeseries(
+            "Grid carbon intensity",
+            "Carbon intensity in use over time per zone, average and (with a "
+            "marginal provider such as WattTime) marginal signal.",
+            UNIT_INTENSITY,
+            [
+                target(
+                    f"avg by (zone, signal) (footprint_grid_carbon_intensity_grams_per_kwh{{{ZONE}}})",
+                    "{{zone}} {{signal}}",
+                )
+            ],
+            w=16,
+        ),
+        stat(
+            "Intensity now",
+            "Latest carbon intensity per zone and signal.",
+            UNIT_INTENSITY,
+            [
+                target(
+                    f"avg by (zone, signal) (footprint_grid_carbon_intensity_grams_per_kwh{{{ZONE}}})",
+                    "{{zone}} {{signal}}",
+                )
+            ],
+            w=8,
+            h=8,
+        ),
+        stat(
+            "Forecast minimum, next 24 h",
+            "Lowest forecast intensity of the next 24 hours per zone (only with a provider that forecasts).",
+            UNIT_INTENSITY,
+            [
+                target(
+                    f"min by (zone, signal) (footprint_carbon_forecast_min_grams_per_kwh{{{ZONE}}})",
+                    "{{zone}} {{signal}}",
+                )
+            ],
+            w=6,
+        ),
+        stat(
+            "Forecast minimum begins",
+            "When the lowest forecast intensity of the next 24 hours begins: the "
+            "greenest time to start deferrable work.",
+            "dateTimeFromNow",
+            [
+                target(
+                    "min by (zone, signal) "
+                    f"(footprint_carbon_forecast_min_timestamp_seconds{{{ZONE}}}) * 1000",
+                    "{{zone}} {{signal}}",
+                )
+            ],
+            w=6,
+        ),
+        stat(
+            "Providers up",
+            "1 if the carbon provider's last refresh worked; a down provider falls through to "
+            "the next in the chain, ending at the embedded table.",
+            "none",
+            [target(f"min by (provider) (footprint_carbon_provider_up{{{INST}}})", "{{provider}}")],
+            w=6,
+            mappings=UP_MAPPINGS,
+            color_mode="background",
+        ),
+        stat(
+            "PUE",
+            "Power usage effectiveness applied to every emission.",
+            "none",
+            [target(f"avg(footprint_pue_ratio{{{INST}}})")],
+            w=6,
+            decimals=2,
+        ),
+        timeseries(
+            "Intensity age",
+            "Age of the carbon intensity in use per zone and provider; a growing age "
+            "means the provider is stale and the value is held.",
+            "s",
+            [
+                target(
+                    f"max by (zone, provider) (footprint_carbon_intensity_age_seconds{{{ZONE}}})",
+                    "{{zone}} {{provider}}",
+                )
+            ],
+        ),
+        table(
+            "Intensity sources",
+            "Where the intensity in use comes from per node: zone, provider, signal, "
+            "data source and year (for the embedded table).",
+            "none",
+            [target(f"footprint_carbon_intensity_info{{{ZONE}}}", table=True)],
+            hide=("Time", "__name__", "job", "Value"),
+            w=12,
+            h=8,
+        ),
+        stat(
+            "Operational CO2e",
+            "GPU and CPU emissions over the time range from the average grid signal, PUE included.",
+            "masskg",
+            [target(f"sum(increase({op}[$__range])) / 1000")],
+            w=6,
+            decimals=3,
+        ),
+        stat(
+            "Marginal CO2e",
+            "The same energy weighted with the marginal signal (only with a marginal "
+            "provider): the emissions the load caused at the margin.",
+            "masskg",
+            [
+                target(
+                    'sum(increase({__name__=~"footprint_(gpu|cpu)_marginal_emissions_grams_total", '
+                    f"{INST}}}[$__range])) / 1000"
+                )
+            ],
+            w=6,
+            decimals=3,
+        ),
+        stat(
+            "Embodied CO2e",
+            "Manufacturing emissions of GPUs and nodes amortised over their service life, "
+            "for the time range.",
+            "masskg",
+            [
+                target(
+                    'sum(increase({__name__=~"footprint_(gpu|node)_embodied_emissions_grams_total", '
+                    f"{INST}}}[$__range])) / 1000"
+                )
+            ],
+            w=6,
+            decimals=3,
+        ),
+        stat(
+            "Water",
+            "Site water use for the energy over the time range (energy x WUE; only with carbon.wue set).",
+            "litre",
+            [target(f"sum(increase(footprint_water_litres_total{{{INST}}}[$__range]))")],
+            w=6,
+            decimals=2,
+        ),
+        timeseries(
+            "Operational and embodied emission rate",
+            "Operational (average signal) and embodied CO2e per hour, stacked.",
+            UNIT_GRAMS_PER_HOUR,
+            [
+                target(f"sum(rate({op}[$__rate_interval])) * 3600", "operational"),
+                target(
+                    'sum(rate({__name__=~"footprint_(gpu|node)_embodied_emissions_grams_total", '
+                    f"{INST}}}[$__rate_interval])) * 3600",
+                    "embodied",
+                ),
+            ],
+            stack=True,
+            w=24 if budget is None else 12,
+        ),
+    ]
+    if budget is not None:
+        panels.append(
+            timeseries(
+                "Carbon budget usage",
+                "Share of each carbon budget used over its rolling period; the line crossing "
+                "100% is an exhausted budget.",
+                "percentunit",
+                [target(budget.usage_expr, budget.legend)],
+                w=12,
+            )
+        )
+    return dashboard(
+        "footprint-carbon",
+        "Footprint / Carbon",
+        "Grid carbon intensity over time (average and marginal), the forecast minimum and when it "
+        "comes, provider health and staleness, operational versus embodied emissions and water.",
+        ["carbon"],
+        [instance_variable(), zone_variable()],
+        panels,
+        time_from="now-24h",
+    )
+
+
+# --------------------------------------------------------------------------- budgets and output
+
+
+BUDGET: BudgetSeries | None = None
+
+
+def build() -> dict[str, Json]:
+    """Every dashboard, keyed by its file name in grafana/dashboards/."""
+    return {
+        "fleet-overview.json": fleet_overview(BUDGET),
+        "node-gpu.json": node_gpu(),
+        "workloads.json": workloads(),
+        "carbon.json": carbon(BUDGET),
+    }
+
+
+def render(dash: Json) -> str:
+    return json.dumps(dash, indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed JSON is stale")
+    parser.add_argument("--out", type=Path, default=DASHBOARD_DIR)
+    args = parser.parse_args(argv)
+    stale = []
+    for name, dash in build().items():
+        path = args.out / name
+        text = render(dash)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        print(
+            f"stale dashboards (run python grafana/build_dashboards.py): {', '.join(stale)}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
