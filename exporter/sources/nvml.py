@@ -1,0 +1,515 @@
+"""GPU power, energy, utilisation and running processes from NVIDIA's NVML (the only pynvml importer)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from exporter.model import GpuProcessSample, GpuReading
+from exporter.sources import SourceUnavailable
+
+log = logging.getLogger(__name__)
+
+# NVML return codes (nvml.h; stable across driver versions). Spelled out here so that the module
+# needs no pynvml at import time; the values are checked against pynvml in the tests.
+_SUCCESS = 0
+_UNINITIALIZED = 1
+_INVALID_ARGUMENT = 2
+_NOT_SUPPORTED = 3
+_NO_PERMISSION = 4
+_NOT_FOUND = 6
+_DRIVER_NOT_LOADED = 9
+_TIMEOUT = 10
+_LIBRARY_NOT_FOUND = 12
+_FUNCTION_NOT_FOUND = 13
+_GPU_IS_LOST = 15
+_RESET_REQUIRED = 16
+_LIB_RM_VERSION_MISMATCH = 18
+_UNKNOWN = 999
+
+_TEMPERATURE_GPU = 0
+_MIG_ENABLE = 1
+# gpuInstanceId of a process on a GPU without MIG (0xFFFFFFFF, "no instance").
+_NO_INSTANCE = 0xFFFFFFFF
+_GPU_INSTANCE_PROFILE_COUNT = 0x12
+
+# A field failing with one of these is left out (None) and the GPU stays up: the device or driver
+# cannot give it, which is not a fault of the GPU.
+_FIELD_ABSENT = frozenset({_NOT_SUPPORTED, _FUNCTION_NOT_FOUND, _NO_PERMISSION})
+# Of those, these will not change while the driver stays loaded, so they are not asked again.
+_NEVER_THERE = frozenset({_NOT_SUPPORTED, _FUNCTION_NOT_FOUND})
+
+_ERROR_KINDS = {
+    _GPU_IS_LOST: "lost",
+    _NO_PERMISSION: "permission",
+    _NOT_SUPPORTED: "not_supported",
+    _TIMEOUT: "timeout",
+    _RESET_REQUIRED: "reset_required",
+    _UNINITIALIZED: "uninitialized",
+    _DRIVER_NOT_LOADED: "driver",
+    _LIBRARY_NOT_FOUND: "library",
+    _LIB_RM_VERSION_MISMATCH: "driver",
+}
+
+
+def error_kind(code: int) -> str:
+    """Short machine-readable reason for an NVML return code, as used in errors and readings."""
+    return _ERROR_KINDS.get(code, "unknown")
+
+
+class _GpuFailed(Exception):
+    """A call on this GPU failed in a way that makes the whole reading unusable (lost, unknown...)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class _Gpu:
+    """What the source knows and remembers about one GPU between reads."""
+
+    index: int
+    handle: Any = None
+    uuid: str = ""
+    name: str = ""
+    pci_bus_id: str = ""
+    # Set after any failure: the next read fetches a new handle and the static facts again.
+    stale: bool = True
+    has_energy_counter: bool = True
+    # Hardware counters restart from zero when the driver reloads or the GPU is reset (typically
+    # after it was lost); the offset keeps the energy this source reports from ever going down.
+    energy_offset_j: float = 0.0
+    last_energy_j: float | None = None
+    process_util_supported: bool = True
+    last_util_timestamp_us: int = 0
+    mig_enabled: bool = False
+    # GPU instance id -> that instance's share of the board's SMs (None when unknown).
+    mig_shares: dict[int, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _ProcInfo:
+    start_time: float | None
+    comm: str
+    user: str
+
+
+def _text(value: Any) -> str:
+    """pynvml returns str from newer releases and bytes from older ones (and in raw structs)."""
+    if isinstance(value, bytes):
+        return value.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return str(value)
+
+
+class NvmlGpuSource:
+    """Reads every NVIDIA GPU through NVML once per ``read``.
+
+    Units are converted to the exporter's base units (W, J, ratios 0-1, bytes, °C). A field the GPU
+    does not support, or that the exporter may not read, is None; a GPU that fails (fallen off the
+    bus, unknown error) comes back with ``up=False`` and an error kind, and is tried again on the
+    next read while the other GPUs are read normally.
+
+    ``procfs_root`` other than ``/proc`` (a host's /proc mounted into a container) makes the
+    process' name, user and start time come from that tree instead of psutil.
+    """
+
+    name = "nvml"
+
+    def __init__(self, nvml: types.ModuleType | None = None, procfs_root: str = "/proc") -> None:
+        if nvml is None:
+            try:
+                import pynvml
+
+                nvml = pynvml
+            except ImportError as exc:
+                raise SourceUnavailable(
+                    "missing",
+                    f"NVML is not available: the nvidia-ml-py package (module pynvml) is not "
+                    f"installed ({exc})",
+                ) from None
+        self._nvml: Any = nvml
+        self._procfs_root = procfs_root
+        self._errors: dict[str, int] = {}
+        self._closed = False
+        self._procs: dict[int, _ProcInfo] = {}
+        try:
+            self._nvml.nvmlInit()
+        except self._nvml.NVMLError as exc:
+            raise SourceUnavailable(
+                _init_kind(exc.value), f"NVML did not start: {_init_message(exc)}"
+            ) from None
+        try:
+            count = int(self._nvml.nvmlDeviceGetCount())
+            self.driver_version = self._optional_system(self._nvml.nvmlSystemGetDriverVersion)
+        except self._nvml.NVMLError as exc:
+            self._shutdown()
+            raise SourceUnavailable(_init_kind(exc.value), f"NVML cannot list GPUs: {exc}") from None
+        if count == 0:
+            self._shutdown()
+            raise SourceUnavailable("no_device", "NVML started but found no GPU")
+        self._gpus = [_Gpu(index=i) for i in range(count)]
+        for gpu in self._gpus:
+            try:
+                self._refresh(gpu)
+            except _GpuFailed as failed:
+                # The GPU shows as down in the first read, and is tried again there.
+                log.warning("GPU %d cannot be read at start: %s", gpu.index, failed)
+        log.info("NVML started: %d GPU(s), driver %s", count, self.driver_version or "unknown")
+
+    # ------------------------------------------------------------------ public
+
+    def read(self, now: float) -> list[GpuReading]:
+        readings = [self._read_gpu(gpu) for gpu in self._gpus]
+        seen = {p.pid for r in readings for p in (r.processes or ())}
+        for pid in list(self._procs):
+            if pid not in seen:
+                del self._procs[pid]
+        return readings
+
+    def errors(self) -> dict[str, int]:
+        """Failed reads since start by kind ("lost", "permission", "unknown", ...): one per GPU per read
+        that came back down, and one per field or process list the exporter was not allowed to read."""
+        return dict(self._errors)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._shutdown()
+
+    # ------------------------------------------------------------------ NVML calls
+
+    def _shutdown(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml.NVMLError as exc:
+            log.debug("nvmlShutdown failed: %s", exc)
+
+    def _optional_system(self, fn: Any) -> str:
+        try:
+            return _text(fn())
+        except self._nvml.NVMLError:
+            return ""
+
+    def _count(self, kind: str) -> None:
+        self._errors[kind] = self._errors.get(kind, 0) + 1
+
+    def _call(self, gpu: _Gpu, fn_name: str, *args: Any, absent: frozenset[int] = _FIELD_ABSENT) -> Any:
+        """Call an NVML function on the GPU's handle.
+
+        Returns None when the call fails with a code in ``absent`` (the value is simply not there);
+        raises _GpuFailed for anything else, which takes the whole GPU down for this read.
+        """
+        try:
+            return getattr(self._nvml, fn_name)(gpu.handle, *args)
+        except self._nvml.NVMLError as exc:
+            code = exc.value
+            if code in absent:
+                if code == _NO_PERMISSION:
+                    self._count("permission")
+                return None
+            raise _GpuFailed(error_kind(code), f"{fn_name}: {exc}") from None
+
+    def _refresh(self, gpu: _Gpu) -> None:
+        """Get a (new) handle and the GPU's static facts, after start or after a failure."""
+        gpu.stale = True
+        try:
+            if gpu.uuid:
+                # By UUID so a GPU that comes back is the same GPU even if the indices moved.
+                gpu.handle = self._nvml.nvmlDeviceGetHandleByUUID(gpu.uuid)
+            else:
+                gpu.handle = self._nvml.nvmlDeviceGetHandleByIndex(gpu.index)
+        except self._nvml.NVMLError as exc:
+            raise _GpuFailed(error_kind(exc.value), f"no handle for GPU {gpu.index}: {exc}") from None
+        uuid = self._call(gpu, "nvmlDeviceGetUUID")
+        if uuid is not None and not gpu.uuid:
+            gpu.uuid = _text(uuid)
+        name = self._call(gpu, "nvmlDeviceGetName")
+        if name is not None:
+            gpu.name = _text(name)
+        pci = self._call(gpu, "nvmlDeviceGetPciInfo")
+        if pci is not None:
+            gpu.pci_bus_id = _text(pci.busId)
+        mode = self._call(gpu, "nvmlDeviceGetMigMode", absent=_FIELD_ABSENT | {_INVALID_ARGUMENT})
+        gpu.mig_enabled = mode is not None and int(mode[0]) == _MIG_ENABLE
+        gpu.mig_shares = {}
+        gpu.stale = False
+
+    # ------------------------------------------------------------------ one GPU
+
+    def _read_gpu(self, gpu: _Gpu) -> GpuReading:
+        try:
+            if gpu.stale:
+                self._refresh(gpu)
+            return self._measure(gpu)
+        except _GpuFailed as failed:
+            gpu.stale = True
+            self._count(failed.kind)
+            log.debug("GPU %d (%s) down: %s", gpu.index, gpu.uuid, failed)
+            return GpuReading(
+                index=gpu.index,
+                uuid=gpu.uuid,
+                name=gpu.name,
+                driver_version=self.driver_version,
+                pci_bus_id=gpu.pci_bus_id,
+                up=False,
+                error=failed.kind,
+            )
+
+    def _measure(self, gpu: _Gpu) -> GpuReading:
+        power_mw = self._call(gpu, "nvmlDeviceGetPowerUsage")
+        energy_j = self._energy(gpu)
+        util = self._call(gpu, "nvmlDeviceGetUtilizationRates")
+        memory = self._call(gpu, "nvmlDeviceGetMemoryInfo")
+        temp = self._call(gpu, "nvmlDeviceGetTemperature", _TEMPERATURE_GPU)
+        limit_mw = self._call(gpu, "nvmlDeviceGetEnforcedPowerLimit")
+        processes = self._processes(gpu)
+        return GpuReading(
+            index=gpu.index,
+            uuid=gpu.uuid,
+            name=gpu.name,
+            driver_version=self.driver_version,
+            pci_bus_id=gpu.pci_bus_id,
+            up=True,
+            power_w=None if power_mw is None else power_mw / 1000.0,
+            energy_j=energy_j,
+            util=None if util is None else min(1.0, max(0.0, util.gpu / 100.0)),
+            mem_used_bytes=None if memory is None else int(memory.used),
+            mem_total_bytes=None if memory is None else int(memory.total),
+            temp_c=None if temp is None else float(temp),
+            power_limit_w=None if limit_mw is None else limit_mw / 1000.0,
+            processes=processes,
+        )
+
+    def _energy(self, gpu: _Gpu) -> float | None:
+        if not gpu.has_energy_counter:
+            return None
+        try:
+            raw_mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle)
+        except self._nvml.NVMLError as exc:
+            if exc.value in _NEVER_THERE:
+                # Pre-Volta GPUs: the sampler integrates power instead; asking every second is waste.
+                gpu.has_energy_counter = False
+                log.info("GPU %d has no energy counter; its energy is integrated from power", gpu.index)
+                return None
+            if exc.value == _NO_PERMISSION:
+                self._count("permission")
+                return None
+            raise _GpuFailed(error_kind(exc.value), f"nvmlDeviceGetTotalEnergyConsumption: {exc}") from None
+        raw_j = float(raw_mj) / 1000.0
+        if gpu.last_energy_j is not None and raw_j + gpu.energy_offset_j < gpu.last_energy_j:
+            # Counter restarted (GPU reset, driver reload): carry on from where we were.
+            gpu.energy_offset_j = gpu.last_energy_j
+        total = raw_j + gpu.energy_offset_j
+        gpu.last_energy_j = total
+        return total
+
+    # ------------------------------------------------------------------ processes
+
+    def _processes(self, gpu: _Gpu) -> tuple[GpuProcessSample, ...] | None:
+        listed: dict[int, Any] = {}
+        memory: dict[int, int | None] = {}
+        could_list = False
+        for fn_name in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+            infos = self._call(gpu, fn_name)
+            if infos is None:
+                continue
+            could_list = True
+            for info in infos:
+                pid = int(info.pid)
+                listed.setdefault(pid, info)
+                # A process using both compute and graphics shows in both lists with the same memory.
+                used = getattr(info, "usedGpuMemory", None)
+                known = memory.get(pid)
+                memory[pid] = known if used is None else max(int(used), known or 0)
+        if not could_list:
+            return None
+        sm_utils = self._sm_utils(gpu) if listed else {}
+        samples = []
+        for pid, info in listed.items():
+            proc = self._proc_info(pid)
+            gi_id: int | None = None
+            share: float | None = None
+            if gpu.mig_enabled:
+                raw_gi = getattr(info, "gpuInstanceId", None)
+                if raw_gi is not None and int(raw_gi) != _NO_INSTANCE:
+                    gi_id = int(raw_gi)
+                    share = self._mig_share(gpu, gi_id)
+            samples.append(
+                GpuProcessSample(
+                    pid=pid,
+                    comm=proc.comm,
+                    user=proc.user,
+                    sm_util=None if sm_utils is None else sm_utils.get(pid, 0.0),
+                    used_memory_bytes=memory.get(pid),
+                    start_time=proc.start_time,
+                    gpu_instance_id=gi_id,
+                    mig_sm_share=share,
+                )
+            )
+        return tuple(samples)
+
+    def _sm_utils(self, gpu: _Gpu) -> dict[int, float] | None:
+        """Each pid's SM utilisation (0-1) averaged over the samples newer than the previous read.
+
+        None when there is nothing to go by (no new samples, not supported, MIG): attribution then
+        splits equally. A process with no sample while others have some was idle: 0.
+        """
+        if gpu.mig_enabled or not gpu.process_util_supported:
+            return None
+        try:
+            raw = self._nvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.last_util_timestamp_us)
+        except self._nvml.NVMLError as exc:
+            # NOT_FOUND: no sample newer than the timestamp. pynvml raises NVMLError(SUCCESS) when
+            # the driver reports zero samples without asking for a buffer: the same thing.
+            if exc.value in (_NOT_FOUND, _SUCCESS):
+                return None
+            if exc.value in _NEVER_THERE:
+                gpu.process_util_supported = False
+                return None
+            if exc.value == _NO_PERMISSION:
+                self._count("permission")
+                return None
+            raise _GpuFailed(error_kind(exc.value), f"nvmlDeviceGetProcessUtilization: {exc}") from None
+        sums: dict[int, float] = {}
+        counts: dict[int, int] = {}
+        newest = gpu.last_util_timestamp_us
+        for sample in raw:
+            ts = int(sample.timeStamp)
+            # NVML should return only newer samples; the check keeps an old one from counting twice.
+            if ts <= gpu.last_util_timestamp_us:
+                continue
+            newest = max(newest, ts)
+            pid = int(sample.pid)
+            sums[pid] = sums.get(pid, 0.0) + min(100.0, max(0.0, float(sample.smUtil)))
+            counts[pid] = counts.get(pid, 0) + 1
+        gpu.last_util_timestamp_us = newest
+        if not counts:
+            return None
+        return {pid: sums[pid] / counts[pid] / 100.0 for pid in sums}
+
+    def _mig_share(self, gpu: _Gpu, gi_id: int) -> float | None:
+        if gi_id not in gpu.mig_shares:
+            # Instances can be created and destroyed while we run: look again when an unknown one shows.
+            gpu.mig_shares = self._mig_layout(gpu)
+            gpu.mig_shares.setdefault(gi_id, None)
+        return gpu.mig_shares[gi_id]
+
+    def _mig_layout(self, gpu: _Gpu) -> dict[int, float | None]:
+        try:
+            return self._mig_layout_or_fail(gpu)
+        except _GpuFailed as failed:
+            if failed.kind == "lost":
+                raise
+            # The share is a refinement; not knowing it must not take the GPU's reading down.
+            log.debug("GPU %d: MIG layout unknown: %s", gpu.index, failed)
+            return {}
+
+    def _mig_layout_or_fail(self, gpu: _Gpu) -> dict[int, float | None]:
+        absent = _FIELD_ABSENT | {_NOT_FOUND, _INVALID_ARGUMENT}
+        board = self._call(gpu, "nvmlDeviceGetAttributes", absent=absent)
+        board_sms = int(board.multiprocessorCount) if board is not None else 0
+        if board_sms <= 0:
+            # Some drivers only answer GetAttributes for MIG handles; the largest GPU-instance profile
+            # spans all the SMs MIG can hand out.
+            for profile in range(_GPU_INSTANCE_PROFILE_COUNT):
+                info = self._call(gpu, "nvmlDeviceGetGpuInstanceProfileInfo", profile, absent=absent)
+                if info is not None:
+                    board_sms = max(board_sms, int(info.multiprocessorCount))
+        slots = self._call(gpu, "nvmlDeviceGetMaxMigDeviceCount", absent=absent)
+        shares: dict[int, float | None] = {}
+        for slot in range(int(slots or 0)):
+            mig = self._call(gpu, "nvmlDeviceGetMigDeviceHandleByIndex", slot, absent=absent)
+            if mig is None:
+                continue
+            try:
+                gi_id = int(self._nvml.nvmlDeviceGetGpuInstanceId(mig))
+                sms = int(self._nvml.nvmlDeviceGetAttributes(mig).multiprocessorCount)
+            except self._nvml.NVMLError as exc:
+                if exc.value == _GPU_IS_LOST:
+                    raise _GpuFailed("lost", f"MIG device {slot}: {exc}") from None
+                continue
+            shares[gi_id] = sms / board_sms if board_sms > 0 else None
+        return shares
+
+    def _proc_info(self, pid: int) -> _ProcInfo:
+        if self._procfs_root == "/proc":
+            return self._proc_info_psutil(pid)
+        return self._proc_info_procfs(pid)
+
+    def _proc_info_psutil(self, pid: int) -> _ProcInfo:
+        try:
+            proc = psutil.Process(pid)
+            start = proc.create_time()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return _ProcInfo(None, "", "")
+        cached = self._procs.get(pid)
+        if cached is not None and cached.start_time == start:
+            return cached
+        comm = user = ""
+        with proc.oneshot():
+            with contextlib.suppress(psutil.Error):
+                comm = proc.name()
+            with contextlib.suppress(psutil.Error, KeyError):
+                user = proc.username()
+        info = _ProcInfo(start, comm, user)
+        self._procs[pid] = info
+        return info
+
+    def _proc_info_procfs(self, pid: int) -> _ProcInfo:
+        base = os.path.join(self._procfs_root, str(pid))
+        try:
+            with open(os.path.join(base, "stat"), encoding="utf-8", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            return _ProcInfo(None, "", "")
+        # comm is in parentheses and may itself contain spaces and ')'.
+        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+        fields = stat[stat.rfind(")") + 2 :].split()
+        start: float | None = None
+        if len(fields) > 19 and fields[19].isdigit():
+            # Field 22 of stat (start time in clock ticks since boot): a per-process constant.
+            start = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        cached = self._procs.get(pid)
+        if cached is not None and cached.start_time == start:
+            return cached
+        user = ""
+        try:
+            with open(os.path.join(base, "status"), encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Uid:"):
+                        uid = int(line.split()[1])
+                        try:
+                            user = pwd.getpwuid(uid).pw_name
+                        except KeyError:
+                            user = str(uid)
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+        info = _ProcInfo(start, comm, user)
+        self._procs[pid] = info
+        return info
+
+
+def _init_kind(code: int) -> str:
+    if code in (_LIBRARY_NOT_FOUND, _FUNCTION_NOT_FOUND):
+        return "missing"
+    return error_kind(code)
+
+
+def _init_message(exc: Any) -> str:
+    code = exc.value
+    if code == _LIBRARY_NOT_FOUND:
+        return f"{exc} (libnvidia-ml.so.1 not found: is the NVIDIA driver installed and visible here?)"
+    if code == _DRIVER_NOT_LOADED:
+        return f"{exc} (the NVIDIA kernel driver is not loaded)"
+    if code == _NO_PERMISSION:
+        return f"{exc} (the exporter's user may not open /dev/nvidia*)"
+    return str(exc)
