@@ -1,0 +1,1 @@
+"""Grid carbon intensity (providers, fallback chain, embedded table) and emissions accounting."""

@@ -1,0 +1,134 @@
+"""HTTP GETs for carbon providers: timeouts, bounded retries with backoff and jitter, error kinds."""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+ERROR_KINDS = ("timeout", "connection", "http_4xx", "http_429", "http_5xx", "malformed", "auth")
+# Never wait longer than this between two retries of one refresh, whatever the backoff setting.
+MAX_BACKOFF_S = 30.0
+
+
+class ProviderError(Exception):
+    """A refresh failed. ``kind`` is one of ERROR_KINDS; ``not_before`` is a 429's Retry-After (epoch s)."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None, not_before: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.not_before = not_before
+
+
+def host_of(url: str) -> str:
+    """The host part of a URL: the only part of an address the exporter logs."""
+    return urlsplit(url).hostname or "?"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Epoch seconds before which no request may be made, from a Retry-After header (seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return now + float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+@dataclass
+class Fetcher:
+    """GETs JSON with one provider's timeouts and retry policy; raises ProviderError, never anything else."""
+
+    session: requests.Session
+    timeout: float
+    retries: int = 2
+    backoff: float = 1.0
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def get_json(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Any:
+        """The decoded JSON body, or None for an empty 2xx answer (204)."""
+        attempt = 0
+        while True:
+            try:
+                return self._once(url, params, headers, auth)
+            except ProviderError as exc:
+                # Only transient failures are retried; a 4xx, a 429 or a bad body would fail again.
+                if exc.kind not in ("timeout", "connection", "http_5xx") or attempt >= self.retries:
+                    raise
+                delay = min(MAX_BACKOFF_S, self.backoff * 2**attempt) * (0.5 + self.rng.random() / 2)
+                log.debug("retrying %s after %s in %.2fs", host_of(url), exc.kind, delay)
+                self.sleep(delay)
+                attempt += 1
+
+    def _once(
+        self,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+    ) -> Any:
+        host = host_of(url)
+        try:
+            response = self.session.get(
+                url,
+                params=dict(params or {}),
+                headers={"Accept": "application/json", **(headers or {})},
+                auth=auth,
+                timeout=(self.timeout, self.timeout),
+                # Credentials travel in headers; a redirect to another host must not carry them away.
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            raise ProviderError("timeout", f"{host}: no answer within {self.timeout:g}s") from None
+        except requests.RequestException as exc:
+            raise ProviderError("connection", f"{host}: {type(exc).__name__}") from None
+        with response:
+            status = response.status_code
+            if status in (401, 403):
+                raise ProviderError("auth", f"{host}: HTTP {status}", status)
+            if status == 429:
+                not_before = parse_retry_after(response.headers.get("Retry-After"), self.clock())
+                raise ProviderError("http_429", f"{host}: HTTP 429 (throttled)", status, not_before)
+            if 300 <= status < 400:
+                raise ProviderError("http_4xx", f"{host}: HTTP {status} redirect not followed", status)
+            if 400 <= status < 500:
+                raise ProviderError("http_4xx", f"{host}: HTTP {status}", status)
+            if status >= 500:
+                raise ProviderError("http_5xx", f"{host}: HTTP {status}", status)
+            try:
+                body = response.content
+            except requests.RequestException as exc:
+                kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
+                raise ProviderError(kind, f"{host}: body not read ({type(exc).__name__})") from None
+            if status == 204 or not body.strip():
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                raise ProviderError("malformed", f"{host}: body is not JSON", status) from None
