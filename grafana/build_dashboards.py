@@ -9,19 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 Json = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class BudgetSeries:
-    """The recording series the budget rules publish (see prometheus/rules/budgets.rules.yml)."""
-
-    usage_expr: str
-    legend: str
+# Recording series of prometheus/rules/budgets.rules.yml (rendered from prometheus/budgets.yml); they
+# carry the labels budget, period and scope, and no instance.
+BUDGET_USAGE = "footprint:budget_usage:ratio"
+BUDGET_LEGEND = "{{budget}} ({{period}})"
 
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
@@ -398,7 +395,7 @@ EMISSIONS_ALL = '{__name__=~"footprint_(gpu|cpu)_emissions_grams_total", %s}'
 PROCESS_EMISSIONS = '{__name__=~"footprint_process_(gpu|cpu)_emissions_grams_total", %s}'
 
 
-def fleet_overview(budget: BudgetSeries | None) -> Json:
+def fleet_overview() -> Json:
     energy = ENERGY_ALL % INST
     emissions = EMISSIONS_ALL % INST
     panels = [
@@ -526,24 +523,23 @@ def fleet_overview(budget: BudgetSeries | None) -> Json:
             ],
         ),
     ]
-    if budget is not None:
-        panels.append(
-            bargauge(
-                "Carbon budget usage",
-                "Share of each carbon budget (prometheus/budgets.yml) used over its rolling "
-                "period; 100% means the budget is exhausted.",
-                "percentunit",
-                [target(budget.usage_expr, budget.legend)],
-                w=12,
-                maximum=1,
-            )
+    panels.append(
+        bargauge(
+            "Carbon budget usage",
+            "Share of each carbon budget (prometheus/budgets.yml) used over its rolling "
+            "period; 100% means the budget is exhausted.",
+            "percentunit",
+            [target(BUDGET_USAGE, BUDGET_LEGEND)],
+            w=12,
+            maximum=1,
         )
+    )
     panels.append(
         alert_list(
             "Firing alerts",
             "Alerts firing or pending now, from Grafana-managed rules and "
             "the Prometheus data source's rules.",
-            w=12 if budget is not None else 24,
+            w=12,
         )
     )
     return dashboard(
@@ -883,7 +879,7 @@ def workloads() -> Json:
     )
 
 
-def carbon(budget: BudgetSeries | None) -> Json:
+def carbon() -> Json:
     op = EMISSIONS_ALL % INST
     panels = [
         timeseries(
@@ -1035,20 +1031,39 @@ def carbon(budget: BudgetSeries | None) -> Json:
                 ),
             ],
             stack=True,
-            w=24 if budget is None else 12,
+        ),
+        timeseries(
+            "Carbon budget usage",
+            "Share of each carbon budget used over its rolling period; a line crossing "
+            "100% is an exhausted budget.",
+            "percentunit",
+            [target(BUDGET_USAGE, BUDGET_LEGEND)],
+        ),
+        table(
+            "Carbon budgets",
+            "Every budget of prometheus/budgets.yml: its scope, emissions over the rolling period "
+            "against the budget, burn rate over the last hour (1 = would use exactly the budget in one "
+            "period) and the time left at that rate.",
+            "massg",
+            [
+                target("footprint:budget_used_grams", table=True),
+                target("footprint:budget_grams", table=True),
+                target(BUDGET_USAGE, table=True),
+                target("footprint:budget_burn_rate:rate1h", table=True),
+                target("footprint:budget_exhaustion_seconds", table=True),
+            ],
+            columns={
+                "A": ("Used", "massg"),
+                "B": ("Budget", "massg"),
+                "C": ("Usage", "percentunit"),
+                "D": ("Burn rate 1h", "none"),
+                "E": ("Exhausted in", "s"),
+            },
+            hide=("Time", "__name__"),
+            sort_by="Usage",
+            h=8,
         ),
     ]
-    if budget is not None:
-        panels.append(
-            timeseries(
-                "Carbon budget usage",
-                "Share of each carbon budget used over its rolling period; the line crossing "
-                "100% is an exhausted budget.",
-                "percentunit",
-                [target(budget.usage_expr, budget.legend)],
-                w=12,
-            )
-        )
     return dashboard(
         "footprint-carbon",
         "Footprint / Carbon",
@@ -1061,19 +1076,16 @@ def carbon(budget: BudgetSeries | None) -> Json:
     )
 
 
-# --------------------------------------------------------------------------- budgets and output
-
-
-BUDGET: BudgetSeries | None = None
+# --------------------------------------------------------------------------- output
 
 
 def build() -> dict[str, Json]:
     """Every dashboard, keyed by its file name in grafana/dashboards/."""
     return {
-        "fleet-overview.json": fleet_overview(BUDGET),
+        "fleet-overview.json": fleet_overview(),
         "node-gpu.json": node_gpu(),
         "workloads.json": workloads(),
-        "carbon.json": carbon(BUDGET),
+        "carbon.json": carbon(),
     }
 
 

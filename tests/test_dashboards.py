@@ -276,7 +276,7 @@ def test_provisioning_files_are_valid() -> None:
     assert ds["apiVersion"] == 1
     by_uid = {d["uid"]: d for d in ds["datasources"]}
     assert by_uid["prometheus"]["type"] == "prometheus" and by_uid["prometheus"]["isDefault"] is True
-    assert by_uid["prometheus"]["url"] == "http://prometheus:9090"
+    assert by_uid["prometheus"]["jsonData"]["timeInterval"] == "15s"
     assert by_uid["alertmanager"]["type"] == "alertmanager"
     assert by_uid["alertmanager"]["jsonData"]["implementation"] == "prometheus"
     assert by_uid["prometheus"]["jsonData"]["alertmanagerUid"] == "alertmanager"
