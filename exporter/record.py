@@ -120,7 +120,7 @@ def record(
     slot = 0
     last_t = -1.0
     while not stop.is_set():
-        now = clock()
+        now = start if slot == 0 else clock()
         t = now - start
         if t > last_t:
             write_sample(out, t, source.read(now), cgroup_of)
@@ -154,11 +154,22 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         allow_abbrev=False,
     )
     parser.add_argument("--output", required=True, metavar="FILE", help="trace file to write ('-': stdout)")
-    parser.add_argument("--duration", default="60s", help="how long to record; 0 = until SIGINT/SIGTERM")
-    parser.add_argument("--sample.interval", dest="interval", default="1s", help="time between samples")
-    parser.add_argument("--source.gpu", dest="source", default="nvml", help="nvml or simulated")
-    parser.add_argument("--source.gpu.simulated.count", dest="count", default="4", help="simulated GPUs")
-    parser.add_argument("--path.procfs", dest="procfs", default="/proc", help="where /proc is mounted")
+    parser.add_argument(
+        "--duration", default="60s", help="how long to record (default 60s); 0: until SIGINT/SIGTERM"
+    )
+    parser.add_argument(
+        "--sample.interval", dest="interval", default="1s", help="time between samples (default 1s)"
+    )
+    parser.add_argument("--source.gpu", dest="source", default="nvml", help="nvml (default) or simulated")
+    parser.add_argument(
+        "--source.gpu.simulated.count", dest="count", default="4", help="simulated GPUs (default 4)"
+    )
+    parser.add_argument(
+        "--path.procfs",
+        dest="procfs",
+        default="/proc",
+        help="where the host's /proc is mounted (default /proc)",
+    )
     args = parser.parse_args(argv)
     try:
         args.duration_s = parse_duration(args.duration)

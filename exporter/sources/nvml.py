@@ -56,6 +56,7 @@ _ERROR_KINDS = {
     _DRIVER_NOT_LOADED: "driver",
     _LIBRARY_NOT_FOUND: "library",
     _LIB_RM_VERSION_MISMATCH: "driver",
+    _NOT_FOUND: "not_found",
 }
 
 
