@@ -392,6 +392,7 @@ def dashboard(
 
 ENERGY_ALL = '{__name__=~"footprint_(gpu|cpu)_energy_joules_total", %s}'
 EMISSIONS_ALL = '{__name__=~"footprint_(gpu|cpu)_emissions_grams_total", %s}'
+PROCESS_ENERGY = '{__name__=~"footprint_process_(gpu|cpu)_energy_joules_total", %s}'
 PROCESS_EMISSIONS = '{__name__=~"footprint_process_(gpu|cpu)_emissions_grams_total", %s}'
 
 
@@ -734,34 +735,32 @@ def node_gpu() -> Json:
     )
 
 
-def _workload_table(title: str, description: str, by: str, filter_label: str | None, sort: str) -> Json:
-    gpu_sel = PROC_GPU + (f', {filter_label}!=""' if filter_label else "")
-    cpu_sel = PROC_CPU + (f', {filter_label}!=""' if filter_label else "")
+def _workload_table(title: str, description: str, by: str, filter_label: str, sort: str) -> Json:
+    # GPU and CPU series in one selector: CPU series have no gpu label, which "All" (.*) matches.
+    sel = f'{PROC_GPU}, {filter_label}!=""'
     return table(
         title,
         description,
         "kwatth",
         [
             target(
-                f"sum by ({by}) (increase(footprint_process_gpu_energy_joules_total{{{gpu_sel}}}[$__range]))"
+                f"sum by ({by}) (increase(" + PROCESS_ENERGY % sel + f"[$__range])) / {KWH:g}", table=True
+            ),
+            target(
+                f"sum by ({by}) (increase(footprint_process_gpu_energy_joules_total{{{sel}}}[$__range]))"
                 f" / {KWH:g}",
                 table=True,
             ),
+            target(f"sum by ({by}) (increase(" + PROCESS_EMISSIONS % sel + "[$__range]))", table=True),
             target(
-                f"sum by ({by}) (increase(footprint_process_cpu_energy_joules_total{{{cpu_sel}}}[$__range]))"
-                f" / {KWH:g}",
-                table=True,
-            ),
-            target(f"sum by ({by}) (increase(" + PROCESS_EMISSIONS % gpu_sel + "[$__range]))", table=True),
-            target(
-                f"sum by ({by}) (increase(footprint_process_gpu_embodied_emissions_grams_total{{{gpu_sel}}}"
+                f"sum by ({by}) (increase(footprint_process_gpu_embodied_emissions_grams_total{{{sel}}}"
                 "[$__range]))",
                 table=True,
             ),
         ],
         columns={
-            "A": ("GPU energy", "kwatth"),
-            "B": ("CPU energy", "kwatth"),
+            "A": ("Energy", "kwatth"),
+            "B": ("GPU energy", "kwatth"),
             "C": ("Operational CO2e", "massg"),
             "D": ("Embodied CO2e", "massg"),
         },
@@ -798,21 +797,21 @@ def workloads() -> Json:
         ),
         _workload_table(
             "Pods",
-            "Energy and emissions of each Kubernetes pod over the time range.",
+            "Energy (GPU and CPU) and emissions of each Kubernetes pod over the time range.",
             "namespace, pod",
             "pod",
             "Operational CO2e",
         ),
         _workload_table(
             "Slurm jobs",
-            "Energy and emissions of each Slurm job over the time range.",
+            "Energy (GPU and CPU) and emissions of each Slurm job over the time range.",
             "slurm_job_id, user",
             "slurm_job_id",
             "Operational CO2e",
         ),
         _workload_table(
             "Users",
-            "Energy and emissions of each user's processes over the time range.",
+            "Energy (GPU and CPU) and emissions of each user's processes over the time range.",
             "user",
             "user",
             "Operational CO2e",
