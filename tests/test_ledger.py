@@ -242,3 +242,46 @@ def test_bad_arguments() -> None:
         ProcessLedger(max_series=0)
     with pytest.raises(ValueError, match="retention"):
         ProcessLedger(retention_s=-1.0)
+
+
+def test_attribution_into_ledger_over_a_run_conserves_and_retires() -> None:
+    """Processes start and end mid-run: device energy = series totals + unattributed, always."""
+    from exporter.attribution import attribute_gpu_energy
+    from exporter.model import GpuProcessSample
+
+    ledger = ProcessLedger(retention_s=5.0)
+    rng = random.Random(3)
+    device_total = unattributed_total = retired = 0.0
+    last_totals: dict[str, float] = {}
+    lifetimes = {1: (0, 30), 2: (10, 20), 3: (15, 40), 4: (25, 26)}  # pid: [start tick, end tick)
+    for tick in range(46):
+        now = float(tick)
+        running = [pid for pid, (a, b) in lifetimes.items() if a <= tick < b]
+        util = {1: 0.75, 2: 0.25, 3: rng.random(), 4: None}
+        samples = [
+            GpuProcessSample(pid=p, sm_util=util[p], start_time=float(lifetimes[p][0])) for p in running
+        ]
+        energy = rng.uniform(60.0, 700.0)
+        shares, unattributed = attribute_gpu_energy(energy, 1.0, samples)
+        device_total += energy
+        unattributed_total += unattributed
+        for sample, joules in zip(samples, shares, strict=True):
+            ledger.add(GPU0, "0", sample.pid, sample.start_time, _w(sample.pid), joules, 1.0, now=now)
+        ledger.end_interval(now)
+        states = ledger.states(now)
+        for pid, total in last_totals.items():  # dropped series: their final totals still count
+            if pid not in _by_pid(states):
+                retired += total
+        last_totals = {pid: s.energy_j_total for pid, s in _by_pid(states).items()}
+        live = math.fsum(s.energy_j_total for s in states)
+        assert math.isclose(retired + live + unattributed_total, device_total, rel_tol=1e-12)
+        if tick == 20:
+            by_pid = _by_pid(states)
+            # pid 1 ran alone before tick 10, then took 3x pid 2's share: more than 3x pid 2's total.
+            assert by_pid["1"].energy_j_total / by_pid["2"].energy_j_total > 3.0
+        if tick == 24:
+            assert _by_pid(states)["2"].power_w == 0.0  # last seen at 19, retained 5 s
+        if tick == 25:
+            assert "2" not in _by_pid(states)
+    assert set(_by_pid(ledger.states(45.0))) == set()  # everything ended and retired
+    assert ledger.dropped_total == 4
