@@ -1,0 +1,244 @@
+"""The ``footprint-exporter`` command: configuration, start-up in a safe order, serving, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+
+from exporter.collector import SnapshotCollector
+from exporter.config import Config, load_config, parse_listen_address
+from exporter.errors import ConfigError
+from exporter.sampler import Attribution, Sampler
+from exporter.sources import CpuSource, GpuSource, SourceUnavailable
+from exporter.state import StateFile
+from exporter.web import load_web_config, serve
+
+if TYPE_CHECKING:
+    from exporter.carbon.service import CarbonService
+
+log = logging.getLogger("footprint")
+PROG = "footprint-exporter"
+
+
+class _LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage().replace('"', "'")
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        level = record.levelname.lower()
+        return f'ts={ts}.{int(record.msecs):03d}Z level={level} logger={record.name} msg="{msg}"'
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "ts": record.created,
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+        )
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel({"warn": logging.WARNING}.get(level, getattr(logging, level.upper(), logging.INFO)))
+    # urllib3 logs full URLs at debug level; keep it quiet so no query parameter ever reaches the log.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def build_gpu_source(cfg: Config) -> GpuSource | None:
+    mode = cfg["source.gpu"]
+    if mode == "none":
+        return None
+    if mode == "simulated":
+        from exporter.sources.simulated import SimulatedGpuSource
+
+        return SimulatedGpuSource(cfg["source.gpu.simulated.count"], cfg["source.gpu.simulated.seed"])
+    if mode == "replay":
+        from exporter.sources.replay import ReplayGpuSource
+
+        return ReplayGpuSource(cfg["source.gpu.replay.file"], cfg["source.gpu.replay.loop"])
+    from exporter.sources.nvml import NvmlGpuSource
+
+    try:
+        return NvmlGpuSource(procfs_root=cfg["path.procfs"])
+    except SourceUnavailable as exc:
+        if mode == "nvml":
+            raise
+        log.info("no GPU source: NVML is not usable (%s); serving CPU metrics only", exc)
+        return None
+
+
+def build_cpu_source(cfg: Config) -> CpuSource | None:
+    from exporter.sources.cpu import select_cpu_source
+
+    source, reason = select_cpu_source(
+        cfg["source.cpu"], cfg["path.sysfs"], cfg["path.procfs"], cfg["source.cpu.tdp-watts"]
+    )
+    log.info("CPU source: %s", reason)
+    return source
+
+
+def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
+    from exporter.attribution import AttributionPolicy
+    from exporter.ledger import ProcessLedger
+    from exporter.sources.processes import ProcessCpuTimes
+    from exporter.workload import WorkloadResolver, kubelet_pod_lister
+
+    pods = getattr(gpu_source, "pods", None)  # the simulated fleet lists its own pods, as a kubelet would
+    if pods is None and cfg["kubernetes.node-name"]:
+        url = cfg["kubernetes.kubelet-url"] or f"https://{cfg['kubernetes.node-name']}:10250"
+        pods = kubelet_pod_lister(url, cfg["kubernetes.token-file"], cfg["kubernetes.ca-file"])
+    policy = AttributionPolicy(kind=cfg["attribution.policy"], idle_watts=cfg["attribution.idle-watts"])
+
+    def ledger() -> ProcessLedger:
+        return ProcessLedger(
+            cfg["attribution.group-by"], cfg["attribution.max-series"], cfg["attribution.retention"]
+        )
+
+    return Attribution(
+        policy=policy,
+        resolver=WorkloadResolver(cfg["path.procfs"], pods),
+        gpu_ledger=ledger(),
+        cpu_ledger=ledger(),
+        cpu_times=ProcessCpuTimes(cfg["path.procfs"]) if cfg["attribution.cpu"] else None,
+    )
+
+
+def run_exporter(argv: Sequence[str]) -> int:
+    try:
+        cfg = load_config(argv)
+        setup_logging(cfg["log.level"], cfg["log.format"])
+        from exporter.carbon.config import parse_carbon_config
+
+        carbon_cfg = parse_carbon_config(cfg.carbon_raw)
+        web = load_web_config(cfg["web.config.file"])
+        host, port = parse_listen_address(cfg["web.listen-address"])
+        gpu_source = build_gpu_source(cfg)
+        cpu_source = build_cpu_source(cfg)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except SourceUnavailable as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+
+    from exporter.carbon.service import CarbonService
+
+    carbon: CarbonService = CarbonService(carbon_cfg)
+    sampler = Sampler(
+        gpu_source, cpu_source, carbon, build_attribution(cfg, gpu_source), interval_s=cfg["sample.interval"]
+    )
+    state = StateFile(cfg["state.file"]) if cfg["state.file"] else None
+    if state is not None:
+        saved = state.load()
+        if saved is not None:
+            try:
+                sampler.restore_state(saved)
+                log.info("restored totals from %s", state.path)
+            except (ValueError, TypeError, AttributeError) as exc:
+                state.set_aside(f"bad totals: {exc}")
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: sampler.snapshot))
+    interval = cfg["sample.interval"]
+
+    def healthy() -> tuple[bool, str]:
+        age = time.time() - sampler.snapshot.timestamp
+        return (
+            (True, "ok")
+            if age < 3 * interval + 5
+            else (False, f"sampler stalled: last snapshot {age:.0f}s old")
+        )
+
+    try:
+        server = serve(host, port, registry, web, cfg["web.telemetry-path"], healthy)
+    except OSError as exc:
+        print(
+            f"{PROG}: error: web.listen-address: cannot listen on {cfg['web.listen-address']}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def save_state() -> None:
+        if state is None:
+            return
+        try:
+            state.save(sampler.dump_state())
+            sampler.state_saves += 1
+            sampler.last_state_save = time.time()
+        except OSError as exc:
+            sampler.state_save_errors += 1
+            log.error("cannot save state to %s: %s", state.path, exc)
+
+    last_save = [time.monotonic()]
+
+    def on_tick(_snapshot: Any) -> None:
+        if state is not None and time.monotonic() - last_save[0] >= cfg["state.interval"]:
+            last_save[0] = time.monotonic()
+            save_state()
+
+    carbon.start()
+    sampler_thread = threading.Thread(target=sampler.run, args=(stop, on_tick), name="sampler", daemon=True)
+    sampler_thread.start()
+    bound_host, bound_port = server.server_address[:2]
+    log.info(
+        "listening on %s:%s (gpu source %s, cpu source %s, TLS %s, basic auth %s)",
+        bound_host,
+        bound_port,
+        gpu_source.name if gpu_source else "none",
+        cpu_source.name if cpu_source else "none",
+        "on" if web.ssl_context else "off",
+        "on" if web.users else "off",
+    )
+    stop.wait()
+    sampler_thread.join(timeout=max(5.0, 3 * interval))
+    save_state()  # after the sampler stopped, so the file holds the final totals
+    carbon.stop()
+    server.shutdown()
+    server.server_close()
+    for source in (gpu_source, cpu_source):
+        if source is not None:
+            source.close()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "record":
+        from exporter.record import main as record_main
+
+        return record_main(args[1:])
+    if args and args[0] == "budgets":
+        from exporter.budgets import main as budgets_main
+
+        return budgets_main(args[1:])
+    return run_exporter(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Keeps the README's generated tables (metrics, flags) in step with the code: ``python -m exporter.docs``."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from exporter.catalogue import markdown_table
+from exporter.config import FLAGS
+from exporter.durations import format_duration
+
+
+def flags_table() -> str:
+    lines = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]
+    for f in FLAGS:
+        if f.default is None:
+            default = "-"
+        elif f.kind == "duration":
+            default = f"`{format_duration(f.default)}`"
+        elif f.kind == "bool":
+            default = f"`{str(f.default).lower()}`"
+        else:
+            default = f"`{f.default}`"
+        choices = f" One of: {', '.join(f.choices)}." if f.choices and f.name != "source.gpu" else ""
+        lines.append(f"| `--{f.name}` | `{f.env}` | {default} | {f.help}{choices} |")
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = {"metrics": markdown_table, "flags": flags_table}
+
+
+def render(readme: str) -> str:
+    """The README with every generated section replaced by what the code says now."""
+    for name, build in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        if not pattern.search(readme):
+            raise ValueError(f"README has no <!-- {name}:start --> ... <!-- {name}:end --> section")
+        readme = pattern.sub(lambda m, b=build: m.group(1) + b() + m.group(2), readme)  # type: ignore[misc]
+    return readme
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0] if args else "README.md")
+    text = path.read_text(encoding="utf-8")
+    path.write_text(render(text), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,402 @@
+"""The sampler: reads sources, turns readings into attributed energy and emissions, publishes snapshots."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from exporter.energy import EnergyTracker
+from exporter.model import (
+    CpuReading,
+    CpuState,
+    GpuReading,
+    GpuState,
+    ProcessState,
+    Snapshot,
+    SourceStatus,
+)
+
+if TYPE_CHECKING:
+    from exporter.attribution import AttributionPolicy, IdleBaselineLearner
+    from exporter.carbon.service import CarbonService
+    from exporter.ledger import ProcessLedger
+    from exporter.sources import CpuSource, GpuSource
+    from exporter.sources.processes import ProcessCpuTimes
+    from exporter.workload import WorkloadResolver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Totals:
+    energy_j: float = 0.0
+    unattributed_j: float = 0.0
+    grams: float = 0.0
+    marginal_grams: float | None = None
+    embodied_grams: float = 0.0
+
+    def add_marginal(self, grams: float | None) -> None:
+        if grams is not None:
+            self.marginal_grams = (self.marginal_grams or 0.0) + grams
+
+    def dump(self) -> dict[str, float | None]:
+        return {
+            "energy_j": self.energy_j,
+            "unattributed_j": self.unattributed_j,
+            "grams": self.grams,
+            "marginal_grams": self.marginal_grams,
+            "embodied_grams": self.embodied_grams,
+        }
+
+    @classmethod
+    def load(cls, raw: Any) -> _Totals:
+        if not isinstance(raw, dict):
+            raise ValueError("totals must be an object")
+        values = {
+            k: raw.get(k) for k in ("energy_j", "unattributed_j", "grams", "marginal_grams", "embodied_grams")
+        }
+        for key, value in values.items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise ValueError(f"{key} must be a non-negative number")
+        return cls(
+            float(values["energy_j"] or 0.0),
+            float(values["unattributed_j"] or 0.0),
+            float(values["grams"] or 0.0),
+            None if values["marginal_grams"] is None else float(values["marginal_grams"]),
+            float(values["embodied_grams"] or 0.0),
+        )
+
+
+@dataclass
+class Attribution:
+    """What per-process attribution needs: the policy, who processes belong to, and where totals go."""
+
+    policy: AttributionPolicy
+    resolver: WorkloadResolver
+    gpu_ledger: ProcessLedger
+    cpu_ledger: ProcessLedger
+    cpu_times: ProcessCpuTimes | None = None
+    learners: dict[str, IdleBaselineLearner] = field(default_factory=dict)
+
+
+@dataclass
+class _SourceCounters:
+    up: bool = False
+    errors: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def fail(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def status(self, name: str) -> SourceStatus:
+        return SourceStatus(
+            name=name, up=self.up, errors_total=dict(self.errors), read_duration_s=self.duration_s
+        )
+
+
+def _error_kind(exc: BaseException) -> str:
+    kind = getattr(exc, "kind", None)
+    return kind if isinstance(kind, str) and kind else "read"
+
+
+class Sampler:
+    """Owns all mutable accounting state; only its own thread calls ``tick``.
+
+    Scrapes read ``snapshot``, an immutable object swapped in whole, so they never wait for the
+    sampler and never see half an update.
+    """
+
+    def __init__(
+        self,
+        gpu_source: GpuSource | None,
+        cpu_source: CpuSource | None,
+        carbon: CarbonService | None = None,
+        attribution: Attribution | None = None,
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.gpu_source = gpu_source
+        self.cpu_source = cpu_source
+        self.carbon = carbon
+        self.attribution = attribution
+        self.interval_s = interval_s
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._gpu_trackers: dict[str, EnergyTracker] = {}
+        self._cpu_trackers: dict[str, EnergyTracker] = {}
+        self._gpu_totals: dict[str, _Totals] = {}
+        self._cpu_totals: dict[str, _Totals] = {}
+        self._gpu_last: dict[str, GpuReading] = {}
+        self._cpu_last: dict[str, CpuReading] = {}
+        self._water_litres: float | None = None
+        self._node_embodied: float | None = None
+        self._sources: dict[str, _SourceCounters] = {}
+        self._last_now: float | None = None
+        self._last_wall: float | None = None
+        self._samples = 0
+        self.state_saves = 0
+        self.state_save_errors = 0
+        self.last_state_save: float | None = None
+        self.snapshot = Snapshot(timestamp=wall_clock(), gpu_source=gpu_source.name if gpu_source else "none")
+
+    # --- state file ---
+    def dump_state(self) -> dict[str, Any]:
+        return {
+            "gpus": {uuid: t.dump() for uuid, t in self._gpu_totals.items()},
+            "cpus": {pkg: t.dump() for pkg, t in self._cpu_totals.items()},
+            "water_litres": self._water_litres,
+            "node_embodied_grams": self._node_embodied,
+        }
+
+    def restore_state(self, data: dict[str, Any]) -> None:
+        """Continue totals from a saved state; raises ValueError if it is not one of ours."""
+        gpus = {str(k): _Totals.load(v) for k, v in dict(data.get("gpus") or {}).items()}
+        cpus = {str(k): _Totals.load(v) for k, v in dict(data.get("cpus") or {}).items()}
+        water, embodied = data.get("water_litres"), data.get("node_embodied_grams")
+        for name, value in (("water_litres", water), ("node_embodied_grams", embodied)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"{name} must be a number")
+        self._gpu_totals.update(gpus)
+        self._cpu_totals.update(cpus)
+        self._water_litres = None if water is None else float(water)
+        self._node_embodied = None if embodied is None else float(embodied)
+
+    # --- sampling ---
+    def _read(self, name: str, read: Callable[[float], Any], now: float) -> Any:
+        counters = self._sources.setdefault(name, _SourceCounters())
+        started = time.perf_counter()
+        try:
+            result = read(now)
+            counters.up = True
+        except Exception as exc:  # a failing source drops only its own series
+            counters.up = False
+            counters.fail(_error_kind(exc))
+            log.warning("source %s read failed: %s", name, exc)
+            result = None
+        counters.duration_s = time.perf_counter() - started
+        return result
+
+    def _factors(self, wall: float, dt: float) -> tuple[float, float | None]:
+        """Grams per joule during the interval just ended, average and marginal (PUE included)."""
+        if self.carbon is None or dt <= 0 or self._last_wall is None:
+            return 0.0, None
+        from exporter.carbon.accounting import operational_grams
+
+        pue = self.carbon.pue
+        average = operational_grams(1.0, self.carbon.segments("average", self._last_wall, wall), pue)
+        marginal: float | None = None
+        if self.carbon.has_marginal:
+            segments = self.carbon.segments("marginal", self._last_wall, wall)
+            marginal = operational_grams(1.0, segments, pue) if segments else None
+        return average, marginal
+
+    def tick(self) -> Snapshot:
+        started = time.perf_counter()
+        now, wall = self.clock(), self.wall_clock()
+        dt = 0.0 if self._last_now is None else max(0.0, now - self._last_now)
+        g_per_j, marginal_per_j = self._factors(wall, dt)
+        att = self.attribution
+        total_delta = 0.0
+
+        gpu_states: list[GpuState] = []
+        if self.gpu_source is not None:
+            readings: list[GpuReading] | None = self._read(self.gpu_source.name, self.gpu_source.read, now)
+            if readings is not None:
+                counters = self._sources[self.gpu_source.name]
+                for reading in readings:
+                    if not reading.up:
+                        counters.fail(reading.error or "gpu_down")
+                    self._gpu_last[reading.uuid] = reading
+                    total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j)
+            seen = {r.uuid for r in readings or ()}
+            for uuid, last in self._gpu_last.items():
+                if uuid not in seen:  # whole source failed: keep counters, mark the GPU down
+                    self._gpu_last[uuid] = last = _down(last, "source failed")
+                totals = self._gpu_totals.setdefault(uuid, _Totals())
+                gpu_states.append(
+                    GpuState(
+                        self._gpu_last[uuid],
+                        totals.energy_j,
+                        totals.unattributed_j,
+                        totals.grams,
+                        totals.marginal_grams,
+                        totals.embodied_grams,
+                    )
+                )
+
+        cpu_states: list[CpuState] = []
+        if self.cpu_source is not None:
+            cpu_readings: list[CpuReading] | None = self._read(
+                self.cpu_source.name, self.cpu_source.read, now
+            )
+            deltas: dict[str, float] = {}
+            for c in cpu_readings or ():
+                tracker = self._cpu_trackers.setdefault(c.package, EnergyTracker())
+                deltas[c.package] = tracker.update(now, c.energy_j, c.power_w)
+                self._cpu_last[c.package] = c
+            total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j)
+            for pkg, cpu_last in self._cpu_last.items():
+                t = self._cpu_totals.setdefault(pkg, _Totals())
+                cpu_states.append(CpuState(cpu_last, t.energy_j, t.unattributed_j, t.grams, t.marginal_grams))
+
+        carbon = self.carbon
+        if carbon is not None and dt > 0:
+            from exporter.carbon.accounting import water_litres
+
+            if carbon.wue_litres_per_kwh is not None:
+                self._water_litres = (self._water_litres or 0.0) + water_litres(
+                    total_delta, carbon.wue_litres_per_kwh, carbon.pue
+                )
+            node_rate = carbon.node_embodied_grams_per_second()
+            if node_rate is not None:
+                self._node_embodied = (self._node_embodied or 0.0) + node_rate * dt
+
+        gpu_procs: tuple[ProcessState, ...] = ()
+        cpu_procs: tuple[ProcessState, ...] = ()
+        folded = 0
+        if att is not None:
+            att.gpu_ledger.end_interval(now)
+            att.cpu_ledger.end_interval(now)
+            gpu_procs, cpu_procs = att.gpu_ledger.states(now), att.cpu_ledger.states(now)
+            folded = att.gpu_ledger.folded_total + att.cpu_ledger.folded_total
+
+        self._last_now, self._last_wall = now, wall
+        self._samples += 1
+        snapshot = Snapshot(
+            timestamp=wall,
+            samples_total=self._samples,
+            sample_duration_s=time.perf_counter() - started,
+            gpu_source=self.gpu_source.name if self.gpu_source else "none",
+            gpus=tuple(gpu_states),
+            gpu_processes=gpu_procs,
+            cpus=tuple(cpu_states),
+            cpu_processes=cpu_procs,
+            sources=tuple(c.status(n) for n, c in self._sources.items()),
+            intensities=carbon.intensities() if carbon else (),
+            providers=carbon.providers() if carbon else (),
+            forecasts=carbon.forecasts() if carbon else (),
+            pue=carbon.pue if carbon else 1.0,
+            water_litres_total=self._water_litres,
+            node_embodied_emissions_g_total=self._node_embodied,
+            attributed_series_dropped_total=folded,
+            state_saves_total=self.state_saves,
+            state_save_errors_total=self.state_save_errors,
+            last_state_save_timestamp=self.last_state_save,
+        )
+        self.snapshot = snapshot
+        return snapshot
+
+    def _account_gpu(
+        self, reading: GpuReading, now: float, dt: float, g_per_j: float, marginal_per_j: float | None
+    ) -> float:
+        totals = self._gpu_totals.setdefault(reading.uuid, _Totals())
+        if not reading.up:
+            return 0.0
+        tracker = self._gpu_trackers.setdefault(reading.uuid, EnergyTracker())
+        delta = tracker.update(now, reading.energy_j, reading.power_w)
+        marginal = None if marginal_per_j is None else delta * marginal_per_j
+        embodied = 0.0
+        if self.carbon is not None and dt > 0:
+            embodied = self.carbon.gpu_embodied_grams_per_second(reading.name) * dt
+        totals.energy_j += delta
+        totals.grams += delta * g_per_j
+        totals.add_marginal(marginal)
+        totals.embodied_grams += embodied
+
+        att = self.attribution
+        processes = reading.processes or ()
+        if att is None or dt <= 0:
+            totals.unattributed_j += delta
+            return delta
+        from exporter.attribution import IdleBaselineLearner, attribute_gpu_energy
+
+        learner = att.learners.setdefault(reading.uuid, IdleBaselineLearner())
+        if reading.power_w is not None:
+            learner.observe(reading.power_w, bool(processes))
+        idle_w = att.policy.idle_watts if att.policy.idle_watts is not None else learner.value
+        shares, unattributed = attribute_gpu_energy(delta, dt, processes, att.policy, idle_w)
+        totals.unattributed_j += unattributed
+        for proc, joules in zip(processes, shares, strict=True):
+            workload = att.resolver.resolve(proc.pid, proc.start_time, proc.comm, proc.user, proc.cgroup)
+            frac = joules / delta if delta > 0 else 0.0
+            att.gpu_ledger.add(
+                reading.uuid,
+                str(reading.index),
+                proc.pid,
+                proc.start_time,
+                workload,
+                joules,
+                dt,
+                now,
+                grams=joules * g_per_j,
+                marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
+                embodied_grams=embodied * frac,
+            )
+        return delta
+
+    def _account_cpu(
+        self, deltas: dict[str, float], now: float, dt: float, g_per_j: float, marginal_per_j: float | None
+    ) -> float:
+        total = sum(deltas.values())
+        unattributed = total
+        att = self.attribution
+        if att is not None and att.cpu_times is not None and dt > 0:
+            from exporter.attribution import attribute_cpu_energy
+
+            usage, busy = att.cpu_times.read()
+            keys = list(usage)
+            shares, unattributed = attribute_cpu_energy(total, [usage[k][0] for k in keys], busy)
+            for (pid, start), joules in zip(keys, shares, strict=True):
+                if joules <= 0:
+                    continue
+                _, comm, user = usage[(pid, start)]
+                workload = att.resolver.resolve(pid, start, comm, user)
+                att.cpu_ledger.add(
+                    "",
+                    "",
+                    pid,
+                    start,
+                    workload,
+                    joules,
+                    dt,
+                    now,
+                    grams=joules * g_per_j,
+                    marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
+                )
+        for pkg, delta in deltas.items():
+            totals = self._cpu_totals.setdefault(pkg, _Totals())
+            totals.energy_j += delta
+            totals.unattributed_j += unattributed * (delta / total) if total > 0 else 0.0
+            totals.grams += delta * g_per_j
+            totals.add_marginal(None if marginal_per_j is None else delta * marginal_per_j)
+        return total
+
+    def run(self, stop: threading.Event, on_tick: Callable[[Snapshot], None] | None = None) -> None:
+        """Tick at a fixed rate until ``stop`` is set; a tick that fails is logged and the next one runs."""
+        next_at = self.clock()
+        while not stop.is_set():
+            try:
+                snapshot = self.tick()
+                if on_tick is not None:
+                    on_tick(snapshot)
+            except Exception:
+                log.exception("sampler tick failed")
+            next_at += self.interval_s
+            delay = next_at - self.clock()
+            if delay < 0:  # fell behind (slow source): skip missed ticks rather than bursting
+                next_at = self.clock()
+                delay = 0
+            stop.wait(delay)
+
+
+def _down(reading: GpuReading, error: str) -> GpuReading:
+    from dataclasses import replace
+
+    return replace(reading, up=False, error=error) if reading.up else reading

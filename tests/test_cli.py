@@ -1,0 +1,224 @@
+"""The real exporter process: serving, promtool-clean output, config errors, state across restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.exporter_proc import start_exporter
+from tests.metrics_text import parse, select
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_simulated_fleet_passes_promtool_and_conserves_energy(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("carbon:\n  zone: DE\n")
+    exp = start_exporter(
+        [
+            "--source.gpu=simulated",
+            "--source.gpu.simulated.count=3",
+            "--sample.interval=100ms",
+            "--source.cpu=estimated",
+            f"--config.file={config}",
+        ]
+    )
+    try:
+        wait_for(lambda: select(parse(exp.metrics()), "footprint_process_gpu_energy_joules_total"))
+        time.sleep(1.0)
+        text = exp.metrics()
+        lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        samples = parse(text)
+        gpus = select(samples, "footprint_gpu_energy_joules_total")
+        assert len(gpus) == 3
+        for labels, total in gpus.items():
+            uuid = dict(labels)["uuid"]
+            procs = sum(select(samples, "footprint_process_gpu_energy_joules_total", uuid=uuid).values())
+            idle = select(samples, "footprint_gpu_unattributed_energy_joules_total", uuid=uuid)
+            assert total > 0
+            assert procs + sum(idle.values()) == pytest.approx(total, rel=1e-9)
+        # Emissions from the embedded table for DE, with the zone and provider exported.
+        intensity = select(
+            samples, "footprint_grid_carbon_intensity_grams_per_kwh", zone="DE", signal="average"
+        )
+        assert intensity and all(v > 0 for v in intensity.values())
+        assert sum(select(samples, "footprint_gpu_emissions_grams_total").values()) > 0
+        # Nothing from a process's command line or environment reaches the output.
+        assert "--source.gpu" not in text and "PATH=" not in text
+        assert select(samples, "footprint_source_up", source="simulated") == {
+            frozenset({("source", "simulated")}): 1.0
+        }
+    finally:
+        code, err = exp.stop()
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("args", "yaml_text", "key"),
+    [
+        ([], "sample:\n  intervall: 1s\n", "sample.intervall"),
+        (["--sample.interval=soon"], "", "--sample.interval"),
+        ([], "carbon:\n  zone: NOWHERE\n", "carbon.zone"),
+        (
+            ["--source.gpu=replay", "--source.gpu.replay.file=/nonexistent.jsonl"],
+            "",
+            "source.gpu.replay.file",
+        ),
+        (["--web.config.file=/nonexistent/web.yml"], "", "web.config.file"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(
+    tmp_path: Path, args: list[str], yaml_text: str, key: str
+) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(yaml_text)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            *args,
+            f"--config.file={config}",
+            "--web.listen-address=127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert key in lines[0] and lines[0].startswith("footprint-exporter: error:")
+
+
+def test_unreadable_config_file_exits_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--config.file={tmp_path / 'none.yml'}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "config.file" in proc.stderr
+
+
+def gpu_total(text: str) -> float:
+    return sum(select(parse(text), "footprint_gpu_energy_joules_total").values())
+
+
+def test_state_file_carries_totals_across_restarts(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    args = [
+        "--source.gpu=simulated",
+        "--source.gpu.simulated.count=2",
+        "--sample.interval=100ms",
+        "--source.cpu=none",
+        f"--state.file={state}",
+        "--state.interval=1s",
+    ]
+    first = start_exporter(args)
+    try:
+        wait_for(lambda: gpu_total(first.metrics()) > 500)
+    finally:
+        code, _ = first.stop(signal.SIGTERM)
+    assert code == 0
+    saved = json.loads(state.read_text())
+    saved_total = sum(g["energy_j"] for g in saved["totals"]["gpus"].values())
+    assert saved_total > 500
+
+    second = start_exporter(args)
+    try:
+        # The very first scrape already continues from the saved total.
+        assert gpu_total(second.metrics()) >= saved_total
+        saves = wait_for(lambda: select(parse(second.metrics()), "footprint_state_saves_total"))
+        assert next(iter(saves.values())) >= 0
+    finally:
+        second.stop()
+
+
+def test_corrupt_state_file_is_set_aside(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text("{not json")
+    exp = start_exporter(
+        ["--source.gpu=simulated", "--source.cpu=none", f"--state.file={state}", "--sample.interval=100ms"]
+    )
+    try:
+        assert gpu_total(exp.metrics()) < 10_000  # started from zero
+    finally:
+        code, err = exp.stop()
+    assert code == 0
+    aside = list(tmp_path.glob("state.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text() == "{not json"
+    assert "unusable" in err and "moved it to" in err
+    assert json.loads(state.read_text())["version"] == 1  # a good state was written at shutdown
+
+
+def test_replay_source_serves_the_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "t": float(k),
+                    "gpus": [
+                        {
+                            "index": 0,
+                            "uuid": "GPU-replay",
+                            "name": "NVIDIA H100 80GB HBM3",
+                            "power_w": 300.0,
+                            "util": 0.9,
+                            "processes": [
+                                {
+                                    "pid": 42,
+                                    "comm": "python",
+                                    "user": "alice",
+                                    "sm_util": 0.9,
+                                    "cgroup": "0::/system.slice/slurmstepd.scope/job_777/step_0/user/task_0",
+                                }
+                            ],
+                        }
+                    ],
+                }
+            )
+            + "\n"
+            for k in range(100)
+        )
+    )
+    exp = start_exporter(
+        [
+            "--source.gpu=replay",
+            f"--source.gpu.replay.file={trace}",
+            "--sample.interval=100ms",
+            "--source.cpu=none",
+        ]
+    )
+    try:
+        samples = wait_for(
+            lambda: (
+                (s := parse(exp.metrics()))
+                and select(s, "footprint_process_gpu_energy_joules_total", slurm_job_id="777")
+                and s
+            )
+        )
+        power = select(samples, "footprint_gpu_power_watts", uuid="GPU-replay")
+        assert list(power.values()) == [300.0]
+        procs = select(samples, "footprint_process_gpu_energy_joules_total", uuid="GPU-replay")
+        assert {dict(k)["comm"] for k in procs} == {"python"}
+    finally:
+        exp.stop()
