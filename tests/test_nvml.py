@@ -150,7 +150,7 @@ def test_unsupported_fields_are_none_not_zero() -> None:
     assert source.errors() == {}
 
 
-def test_no_permission_field_is_none_and_counted() -> None:
+def test_no_permission_field_is_none_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     gpu = FakeGpu(
         uuid="GPU-p",
         failures={
@@ -167,6 +167,8 @@ def test_no_permission_field_is_none_and_counted() -> None:
     assert r.processes is None  # cannot list: not "no process"
     assert r.energy_j is None
     assert source.errors() == {"permission": 6}
+    warnings = [r.getMessage() for r in caplog.records if "no permission" in r.getMessage()]
+    assert len(warnings) == 3  # once per GPU and call, not once per read
     # Unlike NOT_SUPPORTED, a permission problem may be fixed at run time: it is asked again.
     assert nvml.calls["nvmlDeviceGetTotalEnergyConsumption"] == 2
 

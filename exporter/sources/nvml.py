@@ -139,6 +139,7 @@ class NvmlGpuSource:
         self._nvml: Any = nvml
         self._procfs_root = procfs_root
         self._errors: dict[str, int] = {}
+        self._warned: set[tuple[int, str]] = set()
         self._closed = False
         self._procs: dict[int, _ProcInfo] = {}
         try:
@@ -202,6 +203,13 @@ class NvmlGpuSource:
     def _count(self, kind: str) -> None:
         self._errors[kind] = self._errors.get(kind, 0) + 1
 
+    def _denied(self, gpu: _Gpu, fn_name: str) -> None:
+        self._count("permission")
+        if (gpu.index, fn_name) not in self._warned:
+            # Once: a permission problem usually lasts, and a warning every second would drown the log.
+            self._warned.add((gpu.index, fn_name))
+            log.warning("GPU %d: %s: no permission; that value is left out", gpu.index, fn_name)
+
     def _call(self, gpu: _Gpu, fn_name: str, *args: Any, absent: frozenset[int] = _FIELD_ABSENT) -> Any:
         """Call an NVML function on the GPU's handle.
 
@@ -214,7 +222,7 @@ class NvmlGpuSource:
             code = exc.value
             if code in absent:
                 if code == _NO_PERMISSION:
-                    self._count("permission")
+                    self._denied(gpu, fn_name)
                 return None
             raise _GpuFailed(error_kind(code), f"{fn_name}: {exc}") from None
 
@@ -301,7 +309,7 @@ class NvmlGpuSource:
                 log.info("GPU %d has no energy counter; its energy is integrated from power", gpu.index)
                 return None
             if exc.value == _NO_PERMISSION:
-                self._count("permission")
+                self._denied(gpu, "nvmlDeviceGetTotalEnergyConsumption")
                 return None
             raise _GpuFailed(error_kind(exc.value), f"nvmlDeviceGetTotalEnergyConsumption: {exc}") from None
         raw_j = float(raw_mj) / 1000.0
@@ -376,7 +384,7 @@ class NvmlGpuSource:
                 gpu.process_util_supported = False
                 return None
             if exc.value == _NO_PERMISSION:
-                self._count("permission")
+                self._denied(gpu, "nvmlDeviceGetProcessUtilization")
                 return None
             raise _GpuFailed(error_kind(exc.value), f"nvmlDeviceGetProcessUtilization: {exc}") from None
         sums: dict[int, float] = {}
