@@ -373,10 +373,17 @@ def test_process_facts_from_a_procfs_tree(tmp_path: Path) -> None:
     assert (missing.comm, missing.user, missing.start_time) == ("", "", None)
     assert "SECRET" not in repr(r)
 
-    # PID reused by a new process: new start time, so its name is read again.
+    # Looked up once while it stays on the GPU...
+    (root / "4242" / "stat").write_text("garbage")
+    (r,) = source.read(1.0)
+    assert (r.processes or ())[0].comm == "py thon) x"
+    # ...and again when the PID comes back after leaving it (PID reuse): new name and start time.
+    gpu.processes = [FakeProcess(pid=4343)]
+    source.read(2.0)
+    gpu.processes = [FakeProcess(pid=4242)]
     rest = " ".join(["S"] + ["0"] * 18 + [str(900 * ticks)] + ["0"] * 10)
     (root / "4242" / "stat").write_text(f"4242 (trainer) {rest}\n")
-    (r,) = source.read(1.0)
+    (r,) = source.read(3.0)
     assert ((r.processes or ())[0].comm, (r.processes or ())[0].start_time) == (
         "trainer",
         pytest.approx(900.0),

@@ -449,9 +449,17 @@ class NvmlGpuSource:
         return shares
 
     def _proc_info(self, pid: int) -> _ProcInfo:
-        if self._procfs_root == "/proc":
-            return self._proc_info_psutil(pid)
-        return self._proc_info_procfs(pid)
+        # Looked up once while the PID stays on a GPU (read() forgets PIDs that leave): a PID reused
+        # between two reads by another GPU process is all but impossible, and /proc lookups for
+        # hundreds of processes every second are not free.
+        cached = self._procs.get(pid)
+        if cached is None:
+            if self._procfs_root == "/proc":
+                cached = self._proc_info_psutil(pid)
+            else:
+                cached = self._proc_info_procfs(pid)
+            self._procs[pid] = cached
+        return cached
 
     def _proc_info_psutil(self, pid: int) -> _ProcInfo:
         try:
@@ -459,18 +467,13 @@ class NvmlGpuSource:
             start = proc.create_time()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return _ProcInfo(None, "", "")
-        cached = self._procs.get(pid)
-        if cached is not None and cached.start_time == start:
-            return cached
         comm = user = ""
         with proc.oneshot():
             with contextlib.suppress(psutil.Error):
                 comm = proc.name()
             with contextlib.suppress(psutil.Error, KeyError):
                 user = proc.username()
-        info = _ProcInfo(start, comm, user)
-        self._procs[pid] = info
-        return info
+        return _ProcInfo(start, comm, user)
 
     def _proc_info_procfs(self, pid: int) -> _ProcInfo:
         base = os.path.join(self._procfs_root, str(pid))
@@ -486,9 +489,6 @@ class NvmlGpuSource:
         if len(fields) > 19 and fields[19].isdigit():
             # Field 22 of stat (start time in clock ticks since boot): a per-process constant.
             start = int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        cached = self._procs.get(pid)
-        if cached is not None and cached.start_time == start:
-            return cached
         user = ""
         try:
             with open(os.path.join(base, "status"), encoding="utf-8", errors="replace") as fh:
@@ -502,9 +502,7 @@ class NvmlGpuSource:
                         break
         except (OSError, ValueError, IndexError):
             pass
-        info = _ProcInfo(start, comm, user)
-        self._procs[pid] = info
-        return info
+        return _ProcInfo(start, comm, user)
 
 
 def _init_kind(code: int) -> str:
