@@ -1,0 +1,312 @@
+"""Every query of every dashboard panel, run against a real Prometheus that scraped the simulated fleet."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from carbon_servers import FakeApi, Reply, uk_fw24h, uk_intensity
+
+from exporter.sources.simulated import SimulatedGpuSource
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = ROOT / "grafana" / "dashboards"
+RULES = ROOT / "prometheus" / "rules"
+# What Grafana would put in for a 1 s scrape interval and a dashboard range, roughly.
+RATE_INTERVAL = "15s"
+RANGE = "1h"
+ALL = ".*"  # the allValue of every multi-value variable
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, deadline_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {deadline_s:g}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def seed_with_every_identity() -> int:
+    """A simulation seed whose first processes include a Kubernetes pod, a Slurm job and a plain process.
+
+    Each value of the simulated fleet is a function of the seed and time, so this is found, not hoped for.
+    """
+    for seed in range(500):
+        cgroups = [p.cgroup or "" for r in SimulatedGpuSource(4, seed).read(0.0) for p in r.processes or ()]
+        if any("slurm" in c for c in cgroups) and any("kubepods" in c for c in cgroups):
+            return seed
+    raise AssertionError("no simulation seed starts with both a pod and a Slurm job")
+
+
+def uk_forecast_points() -> list[tuple[str, str, float]]:
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    fmt = "%Y-%m-%dT%H:%MZ"
+    periods = [
+        (start + timedelta(minutes=30 * k), start + timedelta(minutes=30 * (k + 1))) for k in range(48)
+    ]
+    # Half hour 9 is the greenest: 160 g/kWh.
+    return [
+        (a.strftime(fmt), b.strftime(fmt), 160.0 if k == 9 else 200.0 + k) for k, (a, b) in enumerate(periods)
+    ]
+
+
+@dataclass
+class Stack:
+    prometheus: str  # base URL
+    instance: str  # the exporter's instance label
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("dashboard-queries")
+    api = FakeApi()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        api.script("/intensity", Reply(body=uk_intensity(forecast=210, actual=None)))
+        api.script("/intensity/*", Reply(body=uk_fw24h(uk_forecast_points())))
+        # ukgrid (average, with forecast), a static marginal signal and a WUE: every carbon panel has data.
+        config = {
+            "carbon": {
+                "zone": "GB",
+                "pue": 1.2,
+                "wue": 1.8,
+                "providers": [
+                    {"type": "ukgrid", "url": api.url, "refresh": "1m"},
+                    {"type": "static", "grams_per_kwh": 420, "signal": "marginal"},
+                ],
+            }
+        }
+        (tmp / "exporter.yml").write_text(yaml.safe_dump(config))
+        exporter_port = free_port()
+        exe = Path(sys.executable).parent / "footprint-exporter"
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "exporter"]
+        exporter_log = tmp / "exporter.log"
+        with exporter_log.open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *cmd,
+                        "--source.gpu=simulated",
+                        f"--source.gpu.simulated.seed={seed_with_every_identity()}",
+                        "--source.cpu=estimated",
+                        f"--web.listen-address=127.0.0.1:{exporter_port}",
+                        "--sample.interval=250ms",
+                        f"--config.file={tmp / 'exporter.yml'}",
+                        f"--state.file={tmp / 'state.json'}",
+                        "--state.interval=1s",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        wait_for(f"http://127.0.0.1:{exporter_port}/healthz", 60, procs[0], exporter_log)
+
+        # Our recording rules, evaluated every second instead of every minute so the test need not wait.
+        rule_files = []
+        for path in sorted(RULES.glob("*.yml")):
+            rules = yaml.safe_load(path.read_text())
+            for group in rules.get("groups", []):
+                group["interval"] = "1s"
+            (tmp / path.name).write_text(yaml.safe_dump(rules))
+            rule_files.append(str(tmp / path.name))
+        prom_port = free_port()
+        prom_config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": rule_files,
+            "scrape_configs": [
+                {"job_name": "footprint", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}
+            ],
+        }
+        (tmp / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
+        binary = shutil.which("prometheus")
+        assert binary, "the prometheus binary (Debian package prometheus) is not installed"
+        prom_log = tmp / "prometheus.log"
+        with prom_log.open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        binary,
+                        f"--config.file={tmp / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={tmp / 'tsdb'}",
+                        f"--web.listen-address=127.0.0.1:{prom_port}",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        prometheus = f"http://127.0.0.1:{prom_port}"
+        wait_for(prometheus + "/-/ready", 60, procs[1], prom_log)
+        yield Stack(prometheus, f"127.0.0.1:{exporter_port}")
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        api.close()
+
+
+def expand(expr: str, instance: str) -> str:
+    values = {
+        "instance": instance,
+        "gpu": ALL,
+        "namespace": ALL,
+        "zone": ALL,
+        "__rate_interval": RATE_INTERVAL,
+        "__range": RANGE,
+        "__interval": "5s",
+    }
+    out = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values[m.group(1) or m.group(2)], expr)
+    assert "$" not in out, out
+    return out
+
+
+def query(stack: Stack, expr: str, instant: bool) -> tuple[str | None, list[Any]]:
+    """(error, result) of a query: instant at now, or a range over the last minute."""
+    now = time.time()
+    params: dict[str, str | float]
+    if instant:
+        params = {"query": expr, "time": now}
+        r = requests.get(f"{stack.prometheus}/api/v1/query", params=params, timeout=30)
+    else:
+        params = {"query": expr, "start": now - 60, "end": now, "step": "2s"}
+        r = requests.get(f"{stack.prometheus}/api/v1/query_range", params=params, timeout=30)
+    body = r.json()
+    if body.get("status") != "success":
+        return f"{body.get('errorType')}: {body.get('error')}", []
+    return None, body["data"]["result"]
+
+
+def dashboard_queries() -> list[tuple[str, str, str, bool]]:
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dash = json.loads(path.read_text())
+        for panel in dash["panels"]:
+            for t in panel.get("targets", []):
+                out.append((dash["title"], f"{panel['title']} [{t['refId']}]", t["expr"], bool(t["instant"])))
+    return out
+
+
+def test_expand_substitutes_every_variable() -> None:
+    assert expand('rate(x{instance=~"$instance", gpu=~"${gpu}"}[$__rate_interval])', "h:1") == (
+        'rate(x{instance=~"h:1", gpu=~".*"}[15s])'
+    )
+
+
+def test_every_panel_query_parses_and_returns_data(stack: Stack) -> None:
+    queries = dashboard_queries()
+    assert len(queries) >= 60
+    pending = {(d, p): (expand(e, stack.instance), instant) for d, p, e, instant in queries}
+    errors: dict[tuple[str, str], str] = {}
+    # Series appear as the exporter samples, Prometheus scrapes and the rules evaluate: retry
+    # empty answers until a generous deadline, fail at once on a query Prometheus rejects.
+    deadline = time.monotonic() + 150
+    while pending and time.monotonic() < deadline:
+        for key, (expr, instant) in list(pending.items()):
+            error, result = query(stack, expr, instant)
+            if error:
+                errors[key] = f"{error}\n    {expr}"
+                del pending[key]
+            elif result and (instant or any(len(s["values"]) >= 2 for s in result)):
+                del pending[key]
+        if pending:
+            time.sleep(2)
+    report = [f"{d}: {p}: {msg}" for (d, p), msg in errors.items()]
+    report += [f"{d}: {p}: returned no data\n    {expr}" for (d, p), (expr, _) in pending.items()]
+    assert not report, "\n".join(report)
+
+
+def test_variable_queries_find_the_exporter(stack: Stack) -> None:
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for var in json.loads(path.read_text())["templating"]["list"]:
+            if var["type"] != "query":
+                continue
+            m = re.fullmatch(r"label_values\((.+), (\w+)\)", var["definition"])
+            assert m, var["definition"]
+            selector, label = expand(m.group(1), stack.instance), m.group(2)
+            r = requests.get(
+                f"{stack.prometheus}/api/v1/label/{label}/values", params={"match[]": selector}, timeout=30
+            ).json()
+            values = [v for v in r["data"] if v]
+            assert values, f"{path.name}: variable {var['name']} has no values"
+            if label == "instance":
+                assert values == [stack.instance]
+            if label == "gpu":
+                assert sorted(values) == ["0", "1", "2", "3"]
+            if label == "zone":
+                assert values == ["GB"]
+
+
+def test_the_checker_tells_empty_and_broken_queries_apart(stack: Stack) -> None:
+    assert query(stack, 'footprint_gpu_power_watts{instance="nowhere:1"}', True) == (None, [])
+    error, _ = query(stack, "sum(rate(footprint_gpu_energy_joules_total[15s])", True)
+    assert error is not None and error.startswith("bad_data")
+
+
+def panel_value(stack: Stack, dashboard: str, title: str) -> dict[str, float]:
+    """The instant values of a panel's first query, keyed by the labels it keeps."""
+    ((_, _, expr, _),) = [q for q in dashboard_queries() if q[0] == dashboard and q[1] == f"{title} [A]"]
+    error, result = query(stack, expand(expr, stack.instance), True)
+    assert error is None, error
+    return {
+        ",".join(f"{k}={v}" for k, v in sorted(s["metric"].items())): float(s["value"][1]) for s in result
+    }
+
+
+def test_carbon_panels_show_what_the_providers_said(stack: Stack) -> None:
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    intensity = panel_value(stack, "Footprint / Carbon", "Intensity now")
+    assert intensity == {"signal=average,zone=GB": 210.0, "signal=marginal,zone=GB": 420.0}
+    assert panel_value(stack, "Footprint / Carbon", "Forecast minimum, next 24 h") == {
+        "signal=average,zone=GB": 160.0
+    }
+    (begins,) = panel_value(stack, "Footprint / Carbon", "Forecast minimum begins").values()
+    assert begins == (start + timedelta(minutes=270)).timestamp() * 1000  # milliseconds for Grafana
+    (pue,) = panel_value(stack, "Footprint / Carbon", "PUE").values()
+    assert pue == 1.2
+    (water,) = panel_value(stack, "Footprint / Carbon", "Water").values()
+    assert water > 0
+
+
+def test_fleet_power_is_gpu_plus_cpu(stack: Stack) -> None:
+    (total,) = panel_value(stack, "Footprint / Fleet overview", "Power now").values()
+    _, gpus = query(stack, f'sum(footprint_gpu_power_watts{{instance="{stack.instance}"}})', True)
+    _, cpus = query(stack, f'sum(footprint_cpu_power_watts{{instance="{stack.instance}"}})', True)
+    # Same instant, same scraped samples: the panel's sum is exactly the two parts.
+    assert total == pytest.approx(float(gpus[0]["value"][1]) + float(cpus[0]["value"][1]), rel=1e-9)
+    assert 4 * 60 < total < 4 * 700 + 2000  # four simulated H100s between idle and their limit, plus CPUs
