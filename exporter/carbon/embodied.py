@@ -46,7 +46,7 @@ DEFAULT_GPU_FIGURES: tuple[EmbodiedFigure, ...] = (
     EmbodiedFigure("MI300X", 250.0, basis="estimate: chiplets and 192 GB HBM3, scaled from H100"),
     EmbodiedFigure("MI250", 200.0, basis="estimate: two dies and 128 GB HBM2e"),
 )
-# An unknown model is charged more than any common data-centre GPU above, so the default errs on
+# An unknown model is charged more than the widely deployed H100 and A100, so the default errs on
 # the side of over-counting rather than hiding a footprint.
 UNKNOWN_GPU = EmbodiedFigure("", 200.0, basis="default for unknown models (conservative)")
 # Node without its GPUs: CPUs, memory, storage, board, chassis, power supplies.
