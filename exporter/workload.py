@@ -221,11 +221,12 @@ def _pod_fetcher(url: str, token_file: str | None, ca_file: str | None, timeout_
 
     def fetch() -> dict[str, tuple[str, str]]:
         headers = {"Accept": "application/json"}
-        if token_file:
-            # Read on every call: projected service-account tokens are rotated by the kubelet.
+        # A default token or CA path that does not exist (not running in a pod) means "none": the
+        # read-only kubelet port needs neither. Read the token on every call: it is rotated.
+        if token_file and os.path.exists(token_file):
             with open(token_file, encoding="utf-8") as handle:
                 headers["Authorization"] = "Bearer " + handle.read().strip()
-        verify: bool | str = ca_file if ca_file else True
+        verify: bool | str = ca_file if ca_file and os.path.exists(ca_file) else True
         response = session.get(url, headers=headers, timeout=timeout_s, verify=verify)
         response.raise_for_status()
         return _pods_from_podlist(response.json())

@@ -252,6 +252,13 @@ def test_kubelet_pod_lister_reads_podlist_with_token(kubelet: str, tmp_path: Pat
     assert _Kubelet.requests_seen == [("/pods", "Bearer tok-1"), ("/pods", "Bearer tok-2")]
 
 
+def test_kubelet_pod_lister_without_token_file_sends_no_token(kubelet: str, tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-such-token")
+    pods = kubelet_pod_lister(kubelet, missing, str(tmp_path / "no-such-ca.crt"))()
+    assert pods[POD] == ("trainer-7d9f", "ml-team")
+    assert _Kubelet.requests_seen == [("/pods", None)]
+
+
 def test_kubelet_pod_lister_raises_on_http_error(kubelet: str) -> None:
     _Kubelet.status = 403
     with pytest.raises(requests.HTTPError):
@@ -271,3 +278,35 @@ def test_resolver_with_real_lister_over_http(kubelet: str, tmp_path: Path) -> No
         42, 1.0, comm="python", user="alice", cgroup=f"0::/kubepods/burstable/pod{POD}/{CRIO}"
     )
     assert (w.pod, w.namespace, w.container_id) == ("trainer-7d9f", "ml-team", CRIO)
+
+
+def test_kubelet_pod_lister_over_https_with_ca_and_token(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(context)
+    ca_file = tmp_path / "kubelet-ca.crt"
+    ca.cert_pem.write_to_path(str(ca_file))
+    token = tmp_path / "token"
+    token.write_text("sa-token\n")
+    _Kubelet.requests_seen = []
+    _Kubelet.status = 200
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Kubelet)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        assert kubelet_pod_lister(url, str(token), str(ca_file))()[POD] == ("trainer-7d9f", "ml-team")
+        assert _Kubelet.requests_seen == [("/pods", "Bearer sa-token")]
+        # Without the kubelet's CA the certificate is refused: no silent insecure fallback.
+        with pytest.raises(requests.exceptions.SSLError):
+            kubelet_pod_lister(url, str(token), None)()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
