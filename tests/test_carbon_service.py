@@ -294,3 +294,14 @@ def test_secrets_never_logged(
         "Bearer",
     ):
         assert secret not in caplog.text
+
+
+def test_zero_length_interval_and_interval_before_start(session: requests.Session) -> None:
+    clock = Clock()
+    svc = service([{"type": "static", "grams_per_kwh": 420.5}], session, clock)
+    assert svc.segments("average", NOW, NOW) == [(0.0, 420.5)]
+    # The first value in use also covers any time before the service started.
+    assert svc.segments("average", NOW - 10, NOW - 5) == [(5.0, 420.5)]
+    assert svc.pue == 1.0 and svc.wue_litres_per_kwh is None
+    with_water = service([], session, clock, pue=1.3, wue=0.5)
+    assert (with_water.pue, with_water.wue_litres_per_kwh) == (1.3, 0.5)
