@@ -213,9 +213,9 @@ class Sampler:
                 for reading in readings:
                     if not reading.up:
                         counters.fail(reading.error or "gpu_down")
-                    self._gpu_last[reading.uuid] = reading
+                    self._gpu_last[_gpu_key(reading)] = reading
                     total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j)
-            seen = {r.uuid for r in readings or ()}
+            seen = {_gpu_key(r) for r in readings or ()}
             for uuid, last in self._gpu_last.items():
                 if uuid not in seen:  # whole source failed: keep counters, mark the GPU down
                     self._gpu_last[uuid] = last = _down(last, "source failed")
@@ -296,10 +296,11 @@ class Sampler:
     def _account_gpu(
         self, reading: GpuReading, now: float, dt: float, g_per_j: float, marginal_per_j: float | None
     ) -> float:
-        totals = self._gpu_totals.setdefault(reading.uuid, _Totals())
+        key = _gpu_key(reading)
+        totals = self._gpu_totals.setdefault(key, _Totals())
         if not reading.up:
             return 0.0
-        tracker = self._gpu_trackers.setdefault(reading.uuid, EnergyTracker())
+        tracker = self._gpu_trackers.setdefault(key, EnergyTracker())
         delta = tracker.update(now, reading.energy_j, reading.power_w)
         marginal = None if marginal_per_j is None else delta * marginal_per_j
         embodied = 0.0
@@ -317,7 +318,7 @@ class Sampler:
             return delta
         from exporter.attribution import IdleBaselineLearner, attribute_gpu_energy
 
-        learner = att.learners.setdefault(reading.uuid, IdleBaselineLearner())
+        learner = att.learners.setdefault(key, IdleBaselineLearner())
         if reading.power_w is not None:
             learner.observe(reading.power_w, bool(processes))
         idle_w = att.policy.idle_watts if att.policy.idle_watts is not None else learner.value
@@ -394,6 +395,11 @@ class Sampler:
                 next_at = self.clock()
                 delay = 0
             stop.wait(delay)
+
+
+def _gpu_key(reading: GpuReading) -> str:
+    # A GPU already down when the exporter starts has no UUID yet: key it by index until it answers.
+    return reading.uuid or f"index-{reading.index}"
 
 
 def _down(reading: GpuReading, error: str) -> GpuReading:
