@@ -198,3 +198,8 @@ def test_services_share_the_host_network_and_unauthenticated_ones_listen_on_loop
     for name in ("exporter-simulated", "prometheus", "alertmanager"):
         assert str(flag(name, "web.listen-address", "")).startswith("127.0.0.1:"), name
     assert flag("alertmanager", "cluster.listen-address") == ""  # no gossip port on the host
+
+
+def test_provisioning_holds_only_directories_grafana_reads() -> None:
+    subdirs = {p.name for p in (ROOT / "grafana" / "provisioning").iterdir() if p.is_dir()}
+    assert {"datasources", "dashboards"} <= subdirs <= {"datasources", "dashboards", "alerting", "plugins"}
