@@ -125,18 +125,24 @@ class BudgetFile:
 def parse_selector(text: str, key: str = "selector") -> tuple[Matcher, ...]:
     """Parse a PromQL label selector such as ``{namespace="ml-team", user=~"a.*"}``; ``{}`` is the fleet."""
     if not isinstance(text, str):
-        raise ConfigError(key, f'must be a label selector string like \'{{namespace="ml-team"}}\', got {text!r}')
+        raise ConfigError(
+            key, f"must be a label selector string like '{{namespace=\"ml-team\"}}', got {text!r}"
+        )
     body = text.strip()
     if not (body.startswith("{") and body.endswith("}")):
-        raise ConfigError(key, f"must be a label selector in braces, e.g. '{{namespace=\"ml-team\"}}' or '{{}}'; "
-                               f"got {text!r}")
+        raise ConfigError(
+            key,
+            f"must be a label selector in braces, e.g. '{{namespace=\"ml-team\"}}' or '{{}}'; got {text!r}",
+        )
     body = body[1:-1].strip()
     matchers: list[Matcher] = []
     pos = 0
     while pos < len(body):
         m = _MATCHER.match(body, pos)
         if m is None:
-            raise ConfigError(key, f"cannot parse matcher at {body[pos:]!r} (use label=\"value\", !=, =~ or !~)")
+            raise ConfigError(
+                key, f'cannot parse matcher at {body[pos:]!r} (use label="value", !=, =~ or !~)'
+            )
         label, op, raw, _sep = m.groups()
         if label == "__name__":
             raise ConfigError(key, "must not match __name__: the budget chooses the emissions metrics itself")
@@ -163,7 +169,9 @@ def emissions_metrics(matchers: tuple[Matcher, ...]) -> tuple[str, ...]:
     labels = {m.label for m in matchers}
     gpu, cpu = bool(labels & GPU_LABELS), bool(labels & CPU_LABELS)
     if gpu and cpu:
-        raise ValueError("no emissions metric has both GPU labels (gpu, uuid) and CPU labels (package, method)")
+        raise ValueError(
+            "no emissions metric has both GPU labels (gpu, uuid) and CPU labels (package, method)"
+        )
     if labels & WORKLOAD_LABELS:
         if cpu:
             raise ValueError("process series have no package or method label")
@@ -216,7 +224,9 @@ def _parse_settings(raw: Any) -> Settings:
     values = dict(_SETTINGS_DEFAULTS)
     for key, value in raw.items():
         if key not in _SETTINGS_DEFAULTS:
-            raise ConfigError(f"settings.{key}", f"unknown key (expected one of {', '.join(_SETTINGS_DEFAULTS)})")
+            raise ConfigError(
+                f"settings.{key}", f"unknown key (expected one of {', '.join(_SETTINGS_DEFAULTS)})"
+            )
         if not isinstance(value, str) or not value:
             raise ConfigError(f"settings.{key}", f"must be a non-empty string, got {value!r}")
         values[key] = value
@@ -237,7 +247,9 @@ def _parse_budget(index: int, raw: Any) -> Budget:
     where = f"{where} ({name})"
     unknown = set(raw) - _BUDGET_KEYS
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}", f"unknown key (expected {', '.join(sorted(_BUDGET_KEYS))})")
+        raise ConfigError(
+            f"{where}.{sorted(unknown)[0]}", f"unknown key (expected {', '.join(sorted(_BUDGET_KEYS))})"
+        )
     for required in ("selector", "period", "grams"):
         if required not in raw:
             raise ConfigError(f"{where}.{required}", "is required")
@@ -250,7 +262,12 @@ def _parse_budget(index: int, raw: Any) -> Budget:
     if not _MIN_PERIOD_S <= period_s <= _MAX_PERIOD_S:
         raise ConfigError(f"{where}.period", f"must be between 1d and 366d, got {raw['period']!r}")
     grams = raw["grams"]
-    if isinstance(grams, bool) or not isinstance(grams, int | float) or not math.isfinite(grams) or grams <= 0:
+    if (
+        isinstance(grams, bool)
+        or not isinstance(grams, int | float)
+        or not math.isfinite(grams)
+        or grams <= 0
+    ):
         raise ConfigError(f"{where}.grams", f"must be a positive number of grams CO2e, got {grams!r}")
     description = raw.get("description", "")
     if not isinstance(description, str):
@@ -262,11 +279,20 @@ def _parse_budget(index: int, raw: Any) -> Budget:
         if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
             raise ConfigError(f"{where}.labels", f"{key!r} is not a valid label name")
         if key in RESERVED_LABELS:
-            raise ConfigError(f"{where}.labels.{key}", "is set by the rendered rules and cannot be overridden")
+            raise ConfigError(
+                f"{where}.labels.{key}", "is set by the rendered rules and cannot be overridden"
+            )
         if not isinstance(value, str):
             raise ConfigError(f"{where}.labels.{key}", f"must be a string, got {value!r}")
-    return Budget(name=name, matchers=matchers, period=raw["period"], period_s=period_s,
-                  grams=float(grams), description=description, labels=dict(sorted(labels.items())))
+    return Budget(
+        name=name,
+        matchers=matchers,
+        period=raw["period"],
+        period_s=period_s,
+        grams=float(grams),
+        description=description,
+        labels=dict(sorted(labels.items())),
+    )
 
 
 def load_budgets(path: Path) -> BudgetFile:
@@ -316,7 +342,10 @@ def _bsel(budget: Budget) -> str:
 
 
 def emissions_rate_expr(budget: Budget) -> str:
-    parts = [f"(sum(rate({metric}{budget.metric_selector}[5m])) or vector(0))" for metric in emissions_metrics(budget.matchers)]
+    parts = [
+        f"(sum(rate({metric}{budget.metric_selector}[5m])) or vector(0))"
+        for metric in emissions_metrics(budget.matchers)
+    ]
     return "\n+\n".join(parts)
 
 
@@ -334,8 +363,10 @@ def _runbook(alertname: str) -> str:
 
 def _query_value(series: str, fmt: str) -> str:
     """A Prometheus alert template fragment printing the value of a per-budget recorded series."""
-    return (f'{{{{ with printf "{series}{{budget=%q}}" $labels.budget | query }}}}'
-            f"{{{{ . | first | value | {fmt} }}}}{{{{ end }}}}")
+    return (
+        f'{{{{ with printf "{series}{{budget=%q}}" $labels.budget | query }}}}'
+        f"{{{{ . | first | value | {fmt} }}}}{{{{ end }}}}"
+    )
 
 
 def render_rules(bf: BudgetFile) -> dict[str, Any]:
@@ -355,17 +386,29 @@ def render_rules(bf: BudgetFile) -> dict[str, Any]:
         record("footprint:budget_emissions_grams:rate5m", emissions_rate_expr(b))
         # Integrating the recorded rate over the period (sum of samples x step) costs one series per budget
         # instead of re-reading every raw series of the scope over 30 days at each evaluation.
-        record("footprint:budget_used_grams",
-               f"sum_over_time(footprint:budget_emissions_grams:rate5m{sel}[{b.period}]) * {_num(step)}")
-        record("footprint:budget_remaining_grams",
-               f"clamp_min(footprint:budget_grams{sel} - footprint:budget_used_grams{sel}, 0)")
-        record("footprint:budget_usage:ratio", f"footprint:budget_used_grams{sel} / footprint:budget_grams{sel}")
+        record(
+            "footprint:budget_used_grams",
+            f"sum_over_time(footprint:budget_emissions_grams:rate5m{sel}[{b.period}]) * {_num(step)}",
+        )
+        record(
+            "footprint:budget_remaining_grams",
+            f"clamp_min(footprint:budget_grams{sel} - footprint:budget_used_grams{sel}, 0)",
+        )
+        record(
+            "footprint:budget_usage:ratio", f"footprint:budget_used_grams{sel} / footprint:budget_grams{sel}"
+        )
         for window in BURN_WINDOWS:
-            rate = (f"footprint:budget_emissions_grams:rate5m{sel}" if window == "5m"
-                    else f"avg_over_time(footprint:budget_emissions_grams:rate5m{sel}[{window}])")
+            rate = (
+                f"footprint:budget_emissions_grams:rate5m{sel}"
+                if window == "5m"
+                else f"avg_over_time(footprint:budget_emissions_grams:rate5m{sel}[{window}])"
+            )
             record(f"footprint:budget_burn_rate:rate{window}", f"{rate} / {_per_budget_rate(b)}")
-        record("footprint:budget_exhaustion_seconds",
-               f"footprint:budget_remaining_grams{sel} / avg_over_time(footprint:budget_emissions_grams:rate5m{sel}[1h])")
+        record(
+            "footprint:budget_exhaustion_seconds",
+            f"footprint:budget_remaining_grams{sel}"
+            f" / avg_over_time(footprint:budget_emissions_grams:rate5m{sel}[1h])",
+        )
 
     for b in bf.budgets:
         sel = _bsel(b)
@@ -374,36 +417,50 @@ def render_rules(bf: BudgetFile) -> dict[str, Any]:
         left = _query_value("footprint:budget_exhaustion_seconds", "humanizeDuration")
         for tier in TIERS:
             threshold = _num(burn_threshold(b, tier))
-            rules.append({
-                "alert": "CarbonBudgetBurnRateHigh",
-                "expr": (f"footprint:budget_burn_rate:rate{tier.long_window}{sel} > {threshold}\n"
-                         f"and\nfootprint:budget_burn_rate:rate{tier.short_window}{sel} > {threshold}"),
-                "for": getattr(settings, tier.for_key),
-                "labels": {"severity": "warning", "window": tier.name, "budget": b.name, **b.labels},
+            rules.append(
+                {
+                    "alert": "CarbonBudgetBurnRateHigh",
+                    "expr": (
+                        f"footprint:budget_burn_rate:rate{tier.long_window}{sel} > {threshold}\n"
+                        f"and\nfootprint:budget_burn_rate:rate{tier.short_window}{sel} > {threshold}"
+                    ),
+                    "for": getattr(settings, tier.for_key),
+                    "labels": {"severity": "warning", "window": tier.name, "budget": b.name, **b.labels},
+                    "annotations": {
+                        "summary": (
+                            f"Carbon budget {b.name} is burning "
+                            f'{{{{ $value | printf "%.1f" }}}}x faster than it can last {b.period}.'
+                        ),
+                        "description": (
+                            f"Scope {_scope_text(b)} emitted over the last {tier.long_window} at "
+                            f'{{{{ $value | printf "%.1f" }}}}x the rate that spends exactly its '
+                            f"{format_grams(b.grams)} "
+                            f"budget in {b.period} (threshold {threshold}x over {tier.long_window} and "
+                            f"{tier.short_window}). Used {used} of {format_grams(b.grams)} ({pct}) "
+                            "in the rolling "
+                            f"{b.period}; at the last hour's pace the rest is gone in {left}."
+                        ),
+                        "runbook_url": _runbook("CarbonBudgetBurnRateHigh"),
+                    },
+                }
+            )
+        rules.append(
+            {
+                "alert": "CarbonBudgetExhausted",
+                "expr": f"footprint:budget_usage:ratio{sel} > 1",
+                "for": settings.exhausted_for,
+                "labels": {"severity": "critical", "budget": b.name, **b.labels},
                 "annotations": {
-                    "summary": (f"Carbon budget {b.name} is burning "
-                                f'{{{{ $value | printf "%.1f" }}}}x faster than it can last {b.period}.'),
+                    "summary": f"Carbon budget {b.name} is exhausted: "
+                    "{{ $value | humanizePercentage }} used.",
                     "description": (
-                        f"Scope {_scope_text(b)} emitted over the last {tier.long_window} at "
-                        f'{{{{ $value | printf "%.1f" }}}}x the rate that spends exactly its {format_grams(b.grams)} '
-                        f"budget in {b.period} (threshold {threshold}x over {tier.long_window} and "
-                        f"{tier.short_window}). Used {used} of {format_grams(b.grams)} ({pct}) in the rolling "
-                        f"{b.period}; at the last hour's pace the rest is gone in {left}."),
-                    "runbook_url": _runbook("CarbonBudgetBurnRateHigh"),
+                        f"Scope {_scope_text(b)} emitted {used} CO2e in the last {b.period}, "
+                        f"{{{{ $value | humanizePercentage }}}} of its {format_grams(b.grams)} budget."
+                    ),
+                    "runbook_url": _runbook("CarbonBudgetExhausted"),
                 },
-            })
-        rules.append({
-            "alert": "CarbonBudgetExhausted",
-            "expr": f"footprint:budget_usage:ratio{sel} > 1",
-            "for": settings.exhausted_for,
-            "labels": {"severity": "critical", "budget": b.name, **b.labels},
-            "annotations": {
-                "summary": f"Carbon budget {b.name} is exhausted: {{{{ $value | humanizePercentage }}}} used.",
-                "description": (f"Scope {_scope_text(b)} emitted {used} CO2e in the last {b.period}, "
-                                f"{{{{ $value | humanizePercentage }}}} of its {format_grams(b.grams)} budget."),
-                "runbook_url": _runbook("CarbonBudgetExhausted"),
-            },
-        })
+            }
+        )
     return {"groups": [{"name": RULE_GROUP, "interval": settings.evaluation_interval, "rules": rules}]}
 
 
@@ -420,9 +477,15 @@ def _grafana_query(ref: str, expr: str, uid: str, step_s: float) -> dict[str, An
         "refId": ref,
         "relativeTimeRange": {"from": 600, "to": 0},
         "datasourceUid": uid,
-        "model": {"refId": ref, "expr": expr, "instant": True, "range": False,
-                  "intervalMs": int(step_s * 1000), "maxDataPoints": 43200,
-                  "datasource": {"type": "prometheus", "uid": uid}},
+        "model": {
+            "refId": ref,
+            "expr": expr,
+            "instant": True,
+            "range": False,
+            "intervalMs": int(step_s * 1000),
+            "maxDataPoints": 43200,
+            "datasource": {"type": "prometheus", "uid": uid},
+        },
     }
 
 
@@ -451,64 +514,103 @@ def render_grafana(bf: BudgetFile) -> dict[str, Any]:
     for b in bf.budgets:
         sel = _bsel(b)
         facts = [
-            _grafana_query("U", f"footprint:budget_used_grams{sel}", uid, step), _reduce("V", "U"),
-            _grafana_query("P", f"footprint:budget_usage:ratio{sel}", uid, step), _reduce("Q", "P"),
+            _grafana_query("U", f"footprint:budget_used_grams{sel}", uid, step),
+            _reduce("V", "U"),
+            _grafana_query("P", f"footprint:budget_usage:ratio{sel}", uid, step),
+            _reduce("Q", "P"),
         ]
         used, pct = "{{ humanize $values.V.Value }}g", "{{ humanizePercentage $values.Q.Value }}"
         labels = {"budget": b.name, "period": b.period, "scope": b.selector}
         for tier in TIERS:
             threshold = _num(burn_threshold(b, tier))
-            rules.append({
-                "uid": _uid(f"burn-{tier.name}", b.name),
-                "title": f"CarbonBudgetBurnRateHigh {b.name} {tier.name}",
-                "condition": "E",
+            rules.append(
+                {
+                    "uid": _uid(f"burn-{tier.name}", b.name),
+                    "title": f"CarbonBudgetBurnRateHigh {b.name} {tier.name}",
+                    "condition": "E",
+                    "data": [
+                        _grafana_query(
+                            "A", f"footprint:budget_burn_rate:rate{tier.long_window}{sel}", uid, step
+                        ),
+                        _grafana_query(
+                            "B", f"footprint:budget_burn_rate:rate{tier.short_window}{sel}", uid, step
+                        ),
+                        _reduce("C", "A"),
+                        _reduce("D", "B"),
+                        *facts,
+                        _grafana_expr(
+                            "E", {"type": "math", "expression": f"$C > {threshold} && $D > {threshold}"}
+                        ),
+                    ],
+                    "noDataState": "OK",
+                    "execErrState": "Error",
+                    "for": getattr(s, tier.for_key),
+                    "isPaused": False,
+                    "labels": {**labels, "severity": "warning", "window": tier.name, **b.labels},
+                    "annotations": {
+                        "summary": (
+                            f"Carbon budget {b.name} is burning "
+                            f'{{{{ printf "%.1f" $values.C.Value }}}}x faster than it can last {b.period}.'
+                        ),
+                        "description": (
+                            f"Scope {_scope_text(b)} emitted over the last {tier.long_window} at "
+                            f'{{{{ printf "%.1f" $values.C.Value }}}}x the rate that spends exactly its '
+                            f"{format_grams(b.grams)} budget in {b.period} (threshold {threshold}x over "
+                            f"{tier.long_window} and {tier.short_window}). "
+                            f"Used {used} of {format_grams(b.grams)} "
+                            f"({pct}) in the rolling {b.period}."
+                        ),
+                        "runbook_url": _runbook("CarbonBudgetBurnRateHigh"),
+                    },
+                }
+            )
+        rules.append(
+            {
+                "uid": _uid("exhausted", b.name),
+                "title": f"CarbonBudgetExhausted {b.name}",
+                "condition": "T",
                 "data": [
-                    _grafana_query("A", f"footprint:budget_burn_rate:rate{tier.long_window}{sel}", uid, step),
-                    _grafana_query("B", f"footprint:budget_burn_rate:rate{tier.short_window}{sel}", uid, step),
-                    _reduce("C", "A"), _reduce("D", "B"), *facts,
-                    _grafana_expr("E", {"type": "math", "expression": f"$C > {threshold} && $D > {threshold}"}),
+                    *facts,
+                    _grafana_expr(
+                        "T",
+                        {
+                            "type": "threshold",
+                            "expression": "Q",
+                            "conditions": [{"evaluator": {"type": "gt", "params": [1]}}],
+                        },
+                    ),
                 ],
                 "noDataState": "OK",
                 "execErrState": "Error",
-                "for": getattr(s, tier.for_key),
+                "for": s.exhausted_for,
                 "isPaused": False,
-                "labels": {**labels, "severity": "warning", "window": tier.name, **b.labels},
+                "labels": {**labels, "severity": "critical", **b.labels},
                 "annotations": {
-                    "summary": (f"Carbon budget {b.name} is burning "
-                                f'{{{{ printf "%.1f" $values.C.Value }}}}x faster than it can last {b.period}.'),
+                    "summary": f"Carbon budget {b.name} is exhausted: {pct} used.",
                     "description": (
-                        f"Scope {_scope_text(b)} emitted over the last {tier.long_window} at "
-                        f'{{{{ printf "%.1f" $values.C.Value }}}}x the rate that spends exactly its '
-                        f"{format_grams(b.grams)} budget in {b.period} (threshold {threshold}x over "
-                        f"{tier.long_window} and {tier.short_window}). Used {used} of {format_grams(b.grams)} "
-                        f"({pct}) in the rolling {b.period}."),
-                    "runbook_url": _runbook("CarbonBudgetBurnRateHigh"),
+                        f"Scope {_scope_text(b)} emitted {used} CO2e in the last {b.period}, {pct} of its "
+                        f"{format_grams(b.grams)} budget."
+                    ),
+                    "runbook_url": _runbook("CarbonBudgetExhausted"),
                 },
-            })
-        rules.append({
-            "uid": _uid("exhausted", b.name),
-            "title": f"CarbonBudgetExhausted {b.name}",
-            "condition": "T",
-            "data": [*facts, _grafana_expr("T", {"type": "threshold", "expression": "Q",
-                                                  "conditions": [{"evaluator": {"type": "gt", "params": [1]}}]})],
-            "noDataState": "OK",
-            "execErrState": "Error",
-            "for": s.exhausted_for,
-            "isPaused": False,
-            "labels": {**labels, "severity": "critical", **b.labels},
-            "annotations": {
-                "summary": f"Carbon budget {b.name} is exhausted: {pct} used.",
-                "description": (f"Scope {_scope_text(b)} emitted {used} CO2e in the last {b.period}, {pct} of its "
-                                f"{format_grams(b.grams)} budget."),
-                "runbook_url": _runbook("CarbonBudgetExhausted"),
-            },
-        })
-    return {"apiVersion": 1, "groups": [{"orgId": 1, "name": RULE_GROUP, "folder": s.grafana_folder,
-                                         "interval": s.evaluation_interval, "rules": rules}]}
+            }
+        )
+    return {
+        "apiVersion": 1,
+        "groups": [
+            {
+                "orgId": 1,
+                "name": RULE_GROUP,
+                "folder": s.grafana_folder,
+                "interval": s.evaluation_interval,
+                "rules": rules,
+            }
+        ],
+    }
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the PromQL expressions) as literal blocks, so the output reads like hand-written rules."""
+    """Multi-line strings (PromQL expressions) as literal blocks: the output reads like hand-written rules."""
 
 
 def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
@@ -520,9 +622,13 @@ _Dumper.add_representer(str, _str_presenter)
 
 
 def dump(data: dict[str, Any], source: str) -> str:
-    header = (f"# Generated by `footprint-exporter budgets render` from {source}. Do not edit by hand:\n"
-              "# change the budgets file and render again (`footprint-exporter budgets check` tells when stale).\n")
-    body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=100000, allow_unicode=True, default_flow_style=False)
+    header = (
+        f"# Generated by `footprint-exporter budgets render` from {source}. Do not edit by hand:\n"
+        "# change the budgets file and render again (`footprint-exporter budgets check` tells when stale).\n"
+    )
+    body = yaml.dump(
+        data, Dumper=_Dumper, sort_keys=False, width=100000, allow_unicode=True, default_flow_style=False
+    )
     return header + body
 
 
@@ -535,19 +641,26 @@ def render_files(bf: BudgetFile, source: str) -> tuple[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="footprint-exporter budgets",
-                                     description="Render carbon budgets into Prometheus and Grafana alert rules.")
+    parser = argparse.ArgumentParser(
+        prog="footprint-exporter budgets",
+        description="Render carbon budgets into Prometheus and Grafana alert rules.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("render", "write the rules files"), ("check", "exit 1 if the committed rules are stale")):
+    for name, text in (
+        ("render", "write the rules files"),
+        ("check", "exit 1 if the committed rules are stale"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--budgets", type=Path, default=DEFAULT_BUDGETS, help="budgets file (YAML)")
         p.add_argument("--rules-out", type=Path, default=DEFAULT_RULES_OUT, help="Prometheus rules file")
-        p.add_argument("--grafana-out", type=Path, default=DEFAULT_GRAFANA_OUT, help="Grafana alert rules file")
+        p.add_argument(
+            "--grafana-out", type=Path, default=DEFAULT_GRAFANA_OUT, help="Grafana alert rules file"
+        )
     return parser
 
 
 def main(argv: list[str]) -> int:
-    """``render`` writes both outputs; ``check`` exits 1 when they differ from a fresh render; 2 on bad input."""
+    """``render`` writes both outputs; ``check`` exits 1 if they differ from a fresh render; 2: bad input."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
@@ -560,7 +673,9 @@ def main(argv: list[str]) -> int:
     rules_text, grafana_text = render_files(bf, args.budgets.name)
     outputs = ((args.rules_out, rules_text), (args.grafana_out, grafana_text))
     if args.command == "check":
-        stale = [path for path, text in outputs if not path.is_file() or path.read_text(encoding="utf-8") != text]
+        stale = [
+            path for path, text in outputs if not path.is_file() or path.read_text(encoding="utf-8") != text
+        ]
         for path in stale:
             print(f"{path} is stale: run `footprint-exporter budgets render`", file=sys.stderr)
         return 1 if stale else 0
