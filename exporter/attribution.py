@@ -63,7 +63,13 @@ def _split(
     if n == 0 or distributable <= 0 or denominator <= 0:
         return [0.0] * n, energy_j
     shares = [distributable * w / denominator for w in weights]
-    absorber = max(range(n), key=weights.__getitem__)
+    # The share that takes the rounding slack: the smallest one still far above a few ulps of the
+    # energy. Small means a fine ulp, so ``energy - sum(others)`` lands on it exactly (Sterbenz) and a
+    # correction of a few ulps of the energy is representable in it; large enough means it can
+    # never be pushed below 0.
+    floor = energy_j * 2.0**-40
+    smallest = min((v for v in shares if v >= floor), default=None)
+    absorber = shares.index(smallest) if smallest is not None else max(range(n), key=weights.__getitem__)
     full = distributable == energy_j and math.fsum(weights) >= denominator
     if full:
         shares[absorber] = 0.0
@@ -79,15 +85,9 @@ def _split(
         # stay >= 0, preferring the finest one (smallest value, so smallest ulp); unattributed is a
         # candidate only when it is not meant to be exactly 0.
         values = shares if full else [*shares, unattributed]
-        best: int | None = None
-        best_exact = False
-        for i, value in enumerate(values):
-            corrected = value - residual
-            if corrected < 0.0 or corrected == value:
-                continue
-            exact = math.fsum([corrected, -value, residual]) == 0.0
-            if best is None or (exact, -value) > (best_exact, -values[best]):
-                best, best_exact = i, exact
+        best = _exact_taker(values, [absorber] if full else [n, absorber], residual)
+        if best is None:
+            best = _finest_taker(values, residual)
         if best is None:
             break
         if best == len(shares):
@@ -97,6 +97,33 @@ def _split(
     return shares, unattributed
 
 
+def _takes_exactly(value: float, residual: float) -> bool:
+    corrected = value - residual
+    return corrected >= 0.0 and corrected != value and math.fsum([corrected, -value, residual]) == 0.0
+
+
+def _exact_taker(values: Sequence[float], preferred: Sequence[int], residual: float) -> int | None:
+    """The first preferred element that can take the residual exactly (the common, cheap case)."""
+    for i in preferred:
+        if _takes_exactly(values[i], residual):
+            return i
+    return None
+
+
+def _finest_taker(values: Sequence[float], residual: float) -> int | None:
+    """Any element that takes the residual exactly, the smallest first; else the smallest that moves."""
+    best: int | None = None
+    best_exact = False
+    for i, value in enumerate(values):
+        corrected = value - residual
+        if corrected < 0.0 or corrected == value:
+            continue
+        exact = math.fsum([corrected, -value, residual]) == 0.0
+        if best is None or (exact, -value) > (best_exact, -values[best]):
+            best, best_exact = i, exact
+    return best
+
+
 def _gpu_weights(processes: Sequence[GpuProcessSample]) -> list[float]:
     """Each process's weight: its SM activity, times its MIG instance's SM share on MIG.
 
@@ -104,10 +131,13 @@ def _gpu_weights(processes: Sequence[GpuProcessSample]) -> list[float]:
     instance's SM share divided among the processes in that instance.
     """
     mig = any(p.mig_sm_share is not None for p in processes)
-    weights = []
-    for p in processes:
-        share = _activity(p.mig_sm_share) if mig else 1.0
-        weights.append(share * _activity(p.sm_util))
+    if mig:
+        weights = [_activity(p.mig_sm_share) * _activity(p.sm_util) for p in processes]
+    else:
+        # The common case, inlined: this runs for every process of every GPU on every tick.
+        weights = [
+            u if u is not None and u > 0 and u != math.inf else 0.0 for u in (p.sm_util for p in processes)
+        ]
     if math.fsum(weights) > 0:
         return weights
     if not mig:
