@@ -210,6 +210,12 @@ class Sampler:
             readings: list[GpuReading] | None = self._read(self.gpu_source.name, self.gpu_source.read, now)
             if readings is not None:
                 counters = self._sources[self.gpu_source.name]
+                # Field-level permission errors leave only that field out; the source counts them itself.
+                source_errors = getattr(self.gpu_source, "errors", None)
+                if callable(source_errors):
+                    permission = source_errors().get("permission", 0)
+                    if permission:
+                        counters.errors["field_permission"] = permission
                 for reading in readings:
                     if not reading.up:
                         counters.fail(reading.error or "gpu_down")
