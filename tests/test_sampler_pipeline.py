@@ -154,3 +154,21 @@ def test_emissions_use_the_intensity_valid_during_each_interval(tmp_path: Path) 
     assert abs(grams - exact) / exact < 0.005
     naive = sampler.snapshot.gpus[0].energy_j_total / 3.6e6 * 500.0
     assert abs(grams - naive) / naive > 0.2  # not energy x final intensity
+
+
+def test_field_permission_errors_reach_source_errors_without_downing_the_gpu(tmp_path: Path) -> None:
+    import pynvml
+
+    nvml = FakeNvml(
+        gpus=[FakeGpu(uuid="GPU-a", failures={"nvmlDeviceGetTemperature": pynvml.NVML_ERROR_NO_PERMISSION})]
+    )
+    clock = [0.0]
+    sampler = Sampler(NvmlGpuSource(nvml=nvml, procfs_root=str(tmp_path)), None, clock=lambda: clock[0])
+    for _ in range(3):
+        nvml.advance(1.0)
+        clock[0] += 1.0
+        snap = sampler.tick()
+    gpu = snap.gpus[0]
+    assert gpu.reading.up and gpu.reading.temp_c is None and gpu.reading.power_w == 300.0
+    status = next(s for s in snap.sources if s.name == "nvml")
+    assert status.up and status.errors_total.get("field_permission", 0) >= 1
