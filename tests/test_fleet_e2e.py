@@ -6,7 +6,6 @@ import contextlib
 import functools
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from typing import Any, TypeVar
 import pytest
 import requests
 import yaml
+
+from tests import prom_procs
 
 REPO = Path(__file__).resolve().parents[1]
 FLEET = REPO / "deploy" / "fleet"
@@ -241,13 +242,6 @@ def test_rack_alerts_fire_only_after_their_for_duration(tmp_path: Path) -> None:
 # --- end to end: three exporters, one agent, one central Prometheus --------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_for(what: str, check: Callable[[], T | None], timeout: float = WAIT_S) -> T:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -316,7 +310,7 @@ def test_central_fleet_rules_equal_the_sum_of_three_nodes(tmp_path: Path) -> Non
         targets: list[dict[str, Any]] = []
         exporter_urls: dict[str, str] = {}
         for name, seed, count in NODES:
-            port = _free_port()
+            port = prom_procs.free_port()
             stack.enter_context(
                 _process(
                     [
@@ -338,37 +332,26 @@ def test_central_fleet_rules_equal_the_sum_of_three_nodes(tmp_path: Path) -> Non
             assert served == count
 
         # Central Prometheus with the remote-write receiver and the fleet rules every second.
-        central_port = _free_port()
-        central = f"http://127.0.0.1:{central_port}"
         rules = yaml.safe_load((FLEET / "fleet-rules.yml").read_text(encoding="utf-8"))
         for group in rules["groups"]:
             group["interval"] = "1s"
         (tmp_path / "fleet-rules.yml").write_text(yaml.safe_dump(rules), encoding="utf-8")
-        (tmp_path / "central.yml").write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"evaluation_interval": "1s", "scrape_interval": "1s"},
-                    "rule_files": [str(tmp_path / "fleet-rules.yml")],
-                }
-            ),
-            encoding="utf-8",
-        )
-        stack.enter_context(
-            _process(
-                [
-                    prometheus,
-                    f"--config.file={tmp_path / 'central.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'central'}",
-                    f"--web.listen-address=127.0.0.1:{central_port}",
-                    "--web.enable-remote-write-receiver",
-                ],
-                tmp_path / "central.log",
+        central_config = {
+            "global": {"evaluation_interval": "1s", "scrape_interval": "1s"},
+            "rule_files": [str(tmp_path / "fleet-rules.yml")],
+        }
+        (tmp_path / "central.yml").write_text(yaml.safe_dump(central_config), encoding="utf-8")
+        central_server = stack.enter_context(
+            prom_procs.prometheus(
+                tmp_path / "central.yml",
+                tmp_path / "central",
+                extra_args=["--web.enable-remote-write-receiver"],
             )
         )
-        _wait_for("central Prometheus", lambda: requests.get(f"{central}/-/ready", timeout=5).ok or None)
+        central = central_server.url
 
         # The rack's agent, from the shipped agent config with local targets and a 1 s pace.
-        agent_port = _free_port()
+        agent_port = prom_procs.free_port()
         agent_config = yaml.safe_load((FLEET / "prometheus-agent.yml").read_text(encoding="utf-8"))
         agent_config["global"].update(
             scrape_interval="1s",
