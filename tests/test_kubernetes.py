@@ -212,7 +212,7 @@ def test_container_is_locked_down_and_sized() -> None:
     }
     # Every writable path is an explicit volume, since the root filesystem is read-only.
     writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly", False)}
-    assert writable == {"/var/lib/footprint-exporter", "/tmp"}
+    assert writable == {"/var/lib/footprint", "/tmp"}
 
 
 def test_probes_use_healthz_on_the_metrics_port() -> None:
@@ -221,6 +221,16 @@ def test_probes_use_healthz_on_the_metrics_port() -> None:
     assert (port["name"], port["containerPort"]) == ("metrics", 9877)
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+
+def test_host_user_names_come_from_the_hosts_passwd_read_only() -> None:
+    pod = _one("DaemonSet")["spec"]["template"]["spec"]
+    (mount,) = [m for m in _container()["volumeMounts"] if m["mountPath"] == "/etc/passwd"]
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["hostPath"] == {"path": "/etc/passwd", "type": "File"}
+    # /etc/shadow (password hashes) is never mounted.
+    assert not any("shadow" in str(v) for v in pod["volumes"])
 
 
 def test_configmap_config_is_accepted_by_the_exporter(tmp_path: Path) -> None:
