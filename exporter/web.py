@@ -17,13 +17,14 @@ from typing import Any
 import bcrypt
 import yaml
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.errors import ConfigError
+from exporter.exposition import render_text
 
 log = logging.getLogger(__name__)
 
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -204,8 +205,9 @@ def make_handler(
                 return
             path = self.path.split("?", 1)[0]
             if path == telemetry_path:
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, encoder(registry), content_type)
+                # Always the text format, as node_exporter does by default: Prometheus accepts it,
+                # and it is several times cheaper to produce than OpenMetrics through the generic encoder.
+                self._send(200, render_text(registry), TEXT_FORMAT)
             elif path == "/":
                 body = _LANDING.format(version=__version__, path=telemetry_path).encode()
                 self._send(200, body, "text/html; charset=utf-8")
