@@ -170,6 +170,8 @@ def test_gpus_are_reached_through_the_runtime_without_claiming_any() -> None:
     claimed = [r for part in resources.values() for r in part if "gpu" in r or r.startswith("nvidia.com/")]
     assert claimed == []
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    # A priority class would let the exporter preempt the very workloads it measures on a full node.
+    assert "priorityClassName" not in pod
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
 
 
