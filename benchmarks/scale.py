@@ -6,19 +6,13 @@ import http.client
 import time
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
+from prometheus_client import generate_latest
 
 from benchmarks.fakes import build_rig
 from benchmarks.overhead import PROMETHEUS_ACCEPT
 from benchmarks.stats import median, percentile
+from exporter.exposition import render_text
 from exporter.web import WebConfig, serve
-
-
-def generate_openmetrics(registry: CollectorRegistry) -> bytes:
-    """OpenMetrics text, as Prometheus negotiates it (typed wrapper: prometheus_client has no hints here)."""
-    return bytes(_generate_openmetrics(registry))  # type: ignore[no-untyped-call]
-
 
 # (GPUs, processes in total). DESIGN.md's "8 GPUs and 200 attributed processes" reads as 200 in total;
 # the 8x1600 row is the other reading (200 processes on each of 8 GPUs).
@@ -32,8 +26,10 @@ class ScaleResult:
     series: int
     body_bytes: int
     tick_ms: tuple[float, float]  # median, p99; source reads excluded
-    scrape_ms: tuple[float, float]  # in-process: collect + text format 0.0.4 (generate_latest)
-    openmetrics_ms: tuple[float, float]  # in-process: collect + OpenMetrics, what Prometheus negotiates
+    scrape_ms: tuple[float, float]  # in-process: collect + our text encoder, what /metrics serves
+    generic_ms: tuple[
+        float, float
+    ]  # in-process: collect + prometheus_client's generate_latest, for comparison
     http_ms: tuple[float, float]  # GET /metrics on 127.0.0.1 with Prometheus' Accept header, new connection
 
     @property
@@ -84,15 +80,15 @@ def measure(gpus: int, processes: int, quick: bool = False) -> ScaleResult:
     tick = measure_tick(gpus, processes, reps)
     rig = build_rig(gpus, processes)
     try:
-        body = generate_latest(rig.registry)
+        body = render_text(rig.registry)
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-        scrape, openmetrics = [], []
+        scrape, generic = [], []
         for _ in range(reps):
             started = time.perf_counter()
-            generate_latest(rig.registry)
+            render_text(rig.registry)
             middle = time.perf_counter()
-            generate_openmetrics(rig.registry)
-            openmetrics.append((time.perf_counter() - middle) * 1000.0)
+            generate_latest(rig.registry)
+            generic.append((time.perf_counter() - middle) * 1000.0)
             scrape.append((middle - started) * 1000.0)
         server = serve("127.0.0.1", 0, rig.registry, WebConfig())
         try:
@@ -115,7 +111,7 @@ def measure(gpus: int, processes: int, quick: bool = False) -> ScaleResult:
         len(body),
         tick,
         (median(scrape), percentile(scrape, 99)),
-        (median(openmetrics), percentile(openmetrics, 99)),
+        (median(generic), percentile(generic, 99)),
         (median(over_http), percentile(over_http, 99)),
     )
 

@@ -110,7 +110,7 @@ def test_report_marks_missed_targets_and_unavailable_columns() -> None:
         overhead.OverheadResult("CodeCarbon", "not available: no network", False),
     ]
     text = report.render(sizes, over, [], "test", "a machine")
-    assert "| scrape 8x200 in-process median < 10 ms (text format) | 12.00 ms | **no** |" in text
+    assert "| scrape 8x200 in-process median < 10 ms | 12.00 ms | **no** |" in text
     assert "| tick 8x200, NVML excluded < 2 ms | 0.50 ms | yes |" in text
     assert "| 2.00x | 2.00x | 0.50x |" in text  # RSS, CPU and scrape ratios against node-exporter
     assert "| CodeCarbon | not available: no network |" in text
