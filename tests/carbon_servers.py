@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import calendar
 import json
 import threading
 import time
@@ -246,3 +247,17 @@ def casdk_forecast(points: list[tuple[str, float]], location: str = "eastus") ->
             "forecastData": data,
         }
     ]
+
+
+# The fixed wall clock the carbon tests run at: 2026-05-21T10:05:00Z, inside the fake APIs' periods.
+NOW = float(calendar.timegm((2026, 5, 21, 10, 5, 0, 0, 0, 0)))
+
+
+class Clock:
+    """A wall clock that moves only when a test sets ``now``."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

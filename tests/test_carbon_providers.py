@@ -5,19 +5,19 @@ from __future__ import annotations
 import calendar
 import email.utils
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from carbon_servers import (
+    NOW,
+    Clock,
     FakeApi,
     Reply,
     casdk_bylocation,
     casdk_forecast,
     em_forecast,
     em_latest,
-    serve,
     uk_fw24h,
     uk_intensity,
     uk_regional,
@@ -30,27 +30,6 @@ from exporter.carbon.fetch import Fetcher, ProviderError, parse_retry_after
 from exporter.carbon.provider import Provider
 from exporter.carbon.service import build_provider
 from exporter.carbon.watttime import WattTimeProvider
-
-NOW = float(calendar.timegm((2026, 5, 21, 10, 5, 0, 0, 0, 0)))
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    yield from serve()
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as s:
-        yield s
 
 
 def make(entry: dict[str, Any], session: requests.Session, clock: Clock | None = None) -> Provider:

@@ -5,38 +5,17 @@ from __future__ import annotations
 import calendar
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from carbon_servers import FakeApi, Reply, em_latest, serve, uk_fw24h, uk_intensity, wt_forecast
+from carbon_servers import NOW, Clock, FakeApi, Reply, em_latest, uk_fw24h, uk_intensity, wt_forecast
 
 from exporter.carbon.accounting import operational_grams
 from exporter.carbon.config import parse_carbon_config
 from exporter.carbon.service import CarbonService
 
-NOW = float(calendar.timegm((2026, 5, 21, 10, 5, 0, 0, 0, 0)))
 EM_PATH = "/carbon-intensity/latest"
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    yield from serve()
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as s:
-        yield s
 
 
 @pytest.fixture(autouse=True)
