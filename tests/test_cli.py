@@ -54,6 +54,12 @@ def test_simulated_fleet_passes_promtool_and_conserves_energy(tmp_path: Path) ->
             idle = select(samples, "footprint_gpu_unattributed_energy_joules_total", uuid=uuid)
             assert total > 0
             assert procs + sum(idle.values()) == pytest.approx(total, rel=1e-9)
+        # The same identity for the CPU: processes (by CPU time) plus unattributed = package energy.
+        cpu_total = sum(select(samples, "footprint_cpu_energy_joules_total").values())
+        cpu_procs = sum(select(samples, "footprint_process_cpu_energy_joules_total").values())
+        cpu_idle = sum(select(samples, "footprint_cpu_unattributed_energy_joules_total").values())
+        assert cpu_total > 0 and cpu_procs > 0
+        assert cpu_procs + cpu_idle == pytest.approx(cpu_total, rel=1e-9)
         # Emissions from the embedded table for DE, with the zone and provider exported.
         intensity = select(
             samples, "footprint_grid_carbon_intensity_grams_per_kwh", zone="DE", signal="average"
