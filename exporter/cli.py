@@ -77,7 +77,7 @@ def build_gpu_source(cfg: Config) -> GpuSource | None:
         return NvmlGpuSource(procfs_root=cfg["path.procfs"])
     except SourceUnavailable as exc:
         if mode == "nvml":
-            raise
+            raise SourceUnavailable(exc.kind, f"source.gpu: {exc}") from None
         log.info("no GPU source: NVML is not usable (%s); serving CPU metrics only", exc)
         return None
 
@@ -85,9 +85,12 @@ def build_gpu_source(cfg: Config) -> GpuSource | None:
 def build_cpu_source(cfg: Config) -> CpuSource | None:
     from exporter.sources.cpu import select_cpu_source
 
-    source, reason = select_cpu_source(
-        cfg["source.cpu"], cfg["path.sysfs"], cfg["path.procfs"], cfg["source.cpu.tdp-watts"]
-    )
+    try:
+        source, reason = select_cpu_source(
+            cfg["source.cpu"], cfg["path.sysfs"], cfg["path.procfs"], cfg["source.cpu.tdp-watts"]
+        )
+    except SourceUnavailable as exc:
+        raise SourceUnavailable(exc.kind, f"source.cpu: {exc}") from None
     log.info("CPU source: %s", reason)
     return source
 

@@ -124,6 +124,20 @@ def test_unreadable_config_file_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "config.file" in proc.stderr
 
 
+def test_explicit_source_that_cannot_work_exits_1_with_one_line() -> None:
+    # No powercap tree there: asked for explicitly, RAPL is fatal (auto falls back to the estimate).
+    args, key = ["--source.gpu=none", "--source.cpu=rapl", "--path.sysfs=/nonexistent"], "source.cpu"
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", *args, "--web.listen-address=127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"footprint-exporter: error: {key}: "), proc.stderr
+
+
 def gpu_total(text: str) -> float:
     return sum(select(parse(text), "footprint_gpu_energy_joules_total").values())
 
