@@ -4,65 +4,88 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import IO
 
 import requests
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.prom_procs import free_port
 
 
 @dataclass
 class ExporterProcess:
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     port: int
+    # The exporter's log goes to a file, not a pipe: a pipe nobody reads fills up and blocks a
+    # long-running exporter once it has logged 64 KiB.
+    log: IO[bytes]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def instance(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
     def metrics(self) -> str:
         return requests.get(self.url + "/metrics", timeout=10).text
+
+    def log_text(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> tuple[int, str]:
         """Signal the exporter and return (exit status, everything it logged)."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return self.proc.returncode, err
+            self.proc.wait()
+        text = self.log_text()
+        self.log.close()
+        return self.proc.returncode, text
 
 
 def start_exporter(
-    args: Sequence[str], env: dict[str, str] | None = None, wait: float = 30
+    args: Sequence[str],
+    env: dict[str, str] | None = None,
+    wait: float = 30,
+    *,
+    program: Sequence[str] = (sys.executable, "-m", "exporter"),
+    inherit_env: bool = True,
 ) -> ExporterProcess:
-    """Run the exporter with ARGS on a free loopback port and wait until /healthz answers."""
+    """Run the exporter with ARGS on a free loopback port and wait until /healthz answers.
+
+    ``program`` is what starts it (the installed console script, say); with ``inherit_env=False`` the
+    process sees only ``env``, as under systemd.
+    """
     port = free_port()
-    full_env = {**os.environ, **(env or {})}
-    cmd = [sys.executable, "-m", "exporter", *args, f"--web.listen-address=127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
-    exporter = ExporterProcess(proc, port)
+    full_env = {**(os.environ if inherit_env else {}), **(env or {})}
+    cmd = [*program, *args, f"--web.listen-address=127.0.0.1:{port}"]
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - owned by ExporterProcess, closed by stop()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL, env=full_env
+    )
+    exporter = ExporterProcess(proc, port, log)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            _, err = proc.communicate()
-            raise RuntimeError(f"exporter exited with {proc.returncode}: {err}")
+            _, text = exporter.stop()
+            raise RuntimeError(f"exporter exited with {proc.returncode}: {text[-3000:]}")
         try:
             if requests.get(exporter.url + "/healthz", timeout=1).status_code == 200:
                 return exporter
         except requests.RequestException:
             pass
         time.sleep(0.1)
-    exporter.stop(signal.SIGKILL)
-    raise RuntimeError("exporter did not become healthy")
+    _, text = exporter.stop(signal.SIGKILL)
+    raise RuntimeError(f"exporter did not become healthy in {wait:g}s: {text[-3000:]}")

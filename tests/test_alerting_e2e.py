@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +16,8 @@ import requests
 import yaml
 
 from exporter import budgets
-from tests.prom_procs import alertmanager, free_port, prometheus
+from tests.exporter_proc import start_exporter
+from tests.prom_procs import alertmanager, prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "prometheus"
@@ -71,34 +71,11 @@ def exporter(tmp_path: Path) -> Iterator[str]:
     """The real exporter with the simulated fleet and the embedded carbon table; yields its host:port."""
     config = tmp_path / "exporter.yml"
     config.write_text("carbon:\n  zone: DE\n")
-    port = free_port()
-    script = ROOT / ".venv" / "bin" / "footprint-exporter"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "exporter"]
-    cmd += [
-        "--source.gpu=simulated",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--sample.interval=250ms",
-        "--config.file",
-        str(config),
-    ]
-    log = (tmp_path / "exporter.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = start_exporter(["--source.gpu=simulated", "--sample.interval=250ms", "--config.file", str(config)])
     try:
-        wait_for(
-            lambda: requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).ok or None,
-            30,
-            lambda: f"exporter never served /metrics:\n{(tmp_path / 'exporter.log').read_text()[-3000:]}",
-            proc,
-        )
-        yield f"127.0.0.1:{port}"
+        yield proc.instance
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        proc.stop()
 
 
 def wait_for(

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +17,8 @@ import yaml
 from carbon_servers import FakeApi, Reply, uk_fw24h, uk_intensity
 
 from exporter.sources.simulated import SimulatedGpuSource
+from tests.exporter_proc import ExporterProcess, start_exporter
+from tests.prom_procs import prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
@@ -31,36 +29,6 @@ RANGE = "1h"
 ALL = ".*"  # the allValue of every multi-value variable
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(url: str, deadline_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer in {deadline_s:g}s:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def seed_with_every_identity() -> int:
@@ -97,7 +65,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("dashboard-queries")
     api = FakeApi()
-    procs: list[subprocess.Popen[bytes]] = []
+    exporter: ExporterProcess | None = None
     try:
         api.script("/intensity", Reply(body=uk_intensity(forecast=210, actual=None)))
         api.script("/intensity/*", Reply(body=uk_fw24h(uk_forecast_points())))
@@ -114,29 +82,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             }
         }
         (tmp / "exporter.yml").write_text(yaml.safe_dump(config))
-        exporter_port = free_port()
-        exe = Path(sys.executable).parent / "footprint-exporter"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "exporter"]
-        exporter_log = tmp / "exporter.log"
-        with exporter_log.open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *cmd,
-                        "--source.gpu=simulated",
-                        f"--source.gpu.simulated.seed={seed_with_every_identity()}",
-                        "--source.cpu=estimated",
-                        f"--web.listen-address=127.0.0.1:{exporter_port}",
-                        "--sample.interval=250ms",
-                        f"--config.file={tmp / 'exporter.yml'}",
-                        f"--state.file={tmp / 'state.json'}",
-                        "--state.interval=1s",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        wait_for(f"http://127.0.0.1:{exporter_port}/healthz", 60, procs[0], exporter_log)
+        exporter = start_exporter(
+            [
+                "--source.gpu=simulated",
+                f"--source.gpu.simulated.seed={seed_with_every_identity()}",
+                "--source.cpu=estimated",
+                "--sample.interval=250ms",
+                f"--config.file={tmp / 'exporter.yml'}",
+                f"--state.file={tmp / 'state.json'}",
+                "--state.interval=1s",
+            ],
+            wait=60,
+        )
 
         # Our recording rules, evaluated every second instead of every minute so the test need not wait.
         rule_files = []
@@ -146,37 +103,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 group["interval"] = "1s"
             (tmp / path.name).write_text(yaml.safe_dump(rules))
             rule_files.append(str(tmp / path.name))
-        prom_port = free_port()
         prom_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": rule_files,
             "scrape_configs": [
-                {"job_name": "footprint", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}
+                {"job_name": "footprint", "static_configs": [{"targets": [exporter.instance]}]}
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
-        binary = shutil.which("prometheus")
-        assert binary, "the prometheus binary (Debian package prometheus) is not installed"
-        prom_log = tmp / "prometheus.log"
-        with prom_log.open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={tmp / 'prometheus.yml'}",
-                        f"--storage.tsdb.path={tmp / 'tsdb'}",
-                        f"--web.listen-address=127.0.0.1:{prom_port}",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        prometheus = f"http://127.0.0.1:{prom_port}"
-        wait_for(prometheus + "/-/ready", 60, procs[1], prom_log)
-        yield Stack(prometheus, f"127.0.0.1:{exporter_port}")
+        with prometheus(tmp / "prometheus.yml", tmp / "prom") as prom:
+            yield Stack(prom.url, exporter.instance)
     finally:
-        for proc in reversed(procs):
-            stop(proc)
+        if exporter is not None:
+            exporter.stop()
         api.close()
 
 

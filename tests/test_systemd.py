@@ -7,7 +7,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from exporter.carbon.config import parse_carbon_config
 from exporter.config import FLAGS_BY_NAME, load_config, load_file
+from tests.exporter_proc import start_exporter
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMD = REPO / "deploy" / "systemd"
@@ -234,49 +234,27 @@ def test_systemd_analyze_security_exposure_is_low(unit_copy: Path) -> None:
     assert float(match.group(1)) <= 2.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.integration
 def test_sigterm_saves_the_state_file_the_unit_relies_on(tmp_path: Path) -> None:
     """KillSignal=SIGTERM is only right if the exporter saves its state on SIGTERM: check it does."""
     state = tmp_path / "state.json"
-    port = _free_port()
-    proc = subprocess.Popen(
+    exporter = start_exporter(
         [
-            str(EXPORTER),
-            f"--web.listen-address=127.0.0.1:{port}",
             "--source.gpu=simulated",
             "--source.cpu=none",
             "--sample.interval=100ms",
             f"--state.file={state}",
             "--state.interval=1h",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
         env={"PATH": "/usr/bin:/bin"},
+        program=[str(EXPORTER)],
+        inherit_env=False,
+        wait=60,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                time.sleep(0.2)
-        time.sleep(1.0)  # a few samples, so there is energy to save
-        assert not state.exists()  # --state.interval=1h: nothing saved before the signal
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    time.sleep(1.0)  # a few samples, so there is energy to save
+    assert not state.exists()  # --state.interval=1h: nothing saved before the signal
+    code, log = exporter.stop(signal.SIGTERM, timeout=30)
+    assert code == 0, log
     saved = json.loads(state.read_text(encoding="utf-8"))
     assert saved["version"] == 1
     assert saved["totals"]
