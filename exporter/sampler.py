@@ -6,9 +6,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from exporter.attribution import (
+    AttributionPolicy,
+    IdleBaselineLearner,
+    attribute_cpu_energy,
+    attribute_gpu_energy,
+)
+from exporter.carbon.accounting import operational_grams, water_litres
 from exporter.energy import EnergyTracker
 from exporter.model import (
     CpuReading,
@@ -21,7 +28,6 @@ from exporter.model import (
 )
 
 if TYPE_CHECKING:
-    from exporter.attribution import AttributionPolicy, IdleBaselineLearner
     from exporter.carbon.service import CarbonService
     from exporter.ledger import ProcessLedger
     from exporter.sources import CpuSource, GpuSource
@@ -187,8 +193,6 @@ class Sampler:
         """Grams per joule during the interval just ended, average and marginal (PUE included)."""
         if self.carbon is None or dt <= 0 or self._last_wall is None:
             return 0.0, None
-        from exporter.carbon.accounting import operational_grams
-
         pue = self.carbon.pue
         average = operational_grams(1.0, self.carbon.segments("average", self._last_wall, wall), pue)
         marginal: float | None = None
@@ -208,6 +212,7 @@ class Sampler:
         gpu_states: list[GpuState] = []
         if self.gpu_source is not None:
             readings: list[GpuReading] | None = self._read(self.gpu_source.name, self.gpu_source.read, now)
+            seen: set[str] = set()
             if readings is not None:
                 counters = self._sources[self.gpu_source.name]
                 # Field-level permission errors leave only that field out; the source counts them itself.
@@ -219,12 +224,13 @@ class Sampler:
                 for reading in readings:
                     if not reading.up:
                         counters.fail(reading.error or "gpu_down")
-                    self._gpu_last[_gpu_key(reading)] = reading
+                    key = _gpu_key(reading)
+                    seen.add(key)
+                    self._gpu_last[key] = reading
                     total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j)
-            seen = {_gpu_key(r) for r in readings or ()}
             for uuid, last in self._gpu_last.items():
                 if uuid not in seen:  # whole source failed: keep counters, mark the GPU down
-                    self._gpu_last[uuid] = last = _down(last, "source failed")
+                    self._gpu_last[uuid] = _down(last, "source failed")
                 totals = self._gpu_totals.setdefault(uuid, _Totals())
                 gpu_states.append(
                     GpuState(
@@ -254,8 +260,6 @@ class Sampler:
 
         carbon = self.carbon
         if carbon is not None and dt > 0:
-            from exporter.carbon.accounting import water_litres
-
             if carbon.wue_litres_per_kwh is not None:
                 self._water_litres = (self._water_litres or 0.0) + water_litres(
                     total_delta, carbon.wue_litres_per_kwh, carbon.pue
@@ -322,8 +326,6 @@ class Sampler:
         if att is None or dt <= 0:
             totals.unattributed_j += delta
             return delta
-        from exporter.attribution import IdleBaselineLearner, attribute_gpu_energy
-
         learner = att.learners.setdefault(key, IdleBaselineLearner())
         if reading.power_w is not None:
             learner.observe(reading.power_w, bool(processes))
@@ -355,8 +357,6 @@ class Sampler:
         unattributed = total
         att = self.attribution
         if att is not None and att.cpu_times is not None and dt > 0:
-            from exporter.attribution import attribute_cpu_energy
-
             usage, busy = att.cpu_times.read()
             keys = list(usage)
             shares, unattributed = attribute_cpu_energy(total, [usage[k][0] for k in keys], busy)
@@ -409,6 +409,4 @@ def _gpu_key(reading: GpuReading) -> str:
 
 
 def _down(reading: GpuReading, error: str) -> GpuReading:
-    from dataclasses import replace
-
     return replace(reading, up=False, error=error) if reading.up else reading
