@@ -29,6 +29,17 @@ class Flag:
     minimum: float | None = None
 
     @property
+    def default_text(self) -> str | None:
+        """The default as a user would type it (``1s``, ``false``), or None when there is none."""
+        if self.default is None:
+            return None
+        if self.kind == "duration":
+            return format_duration(self.default)
+        if self.kind == "bool":
+            return str(self.default).lower()
+        return str(self.default)
+
+    @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.replace(".", "_").replace("-", "_").upper()
 
@@ -247,18 +258,7 @@ def build_parser(prog: str = "footprint-exporter") -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     for flag in FLAGS:
-        default_text = (
-            "none"
-            if flag.default is None
-            else (
-                format_duration(flag.default)
-                if flag.kind == "duration"
-                else str(flag.default).lower()
-                if flag.kind == "bool"
-                else str(flag.default)
-            )
-        )
-        help_text = f"{flag.help} (default {default_text}; env {flag.env})"
+        help_text = f"{flag.help} (default {flag.default_text or 'none'}; env {flag.env})"
         if flag.kind == "bool":
             parser.add_argument(
                 f"--{flag.name}",

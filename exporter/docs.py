@@ -8,20 +8,12 @@ from pathlib import Path
 
 from exporter.catalogue import markdown_table
 from exporter.config import FLAGS
-from exporter.durations import format_duration
 
 
 def flags_table() -> str:
     lines = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]
     for f in FLAGS:
-        if f.default is None:
-            default = "-"
-        elif f.kind == "duration":
-            default = f"`{format_duration(f.default)}`"
-        elif f.kind == "bool":
-            default = f"`{str(f.default).lower()}`"
-        else:
-            default = f"`{f.default}`"
+        default = "-" if f.default_text is None else f"`{f.default_text}`"
         choices = f" One of: {', '.join(f.choices)}." if f.choices and f.name != "source.gpu" else ""
         lines.append(f"| `--{f.name}` | `{f.env}` | {default} | {f.help}{choices} |")
     return "\n".join(lines) + "\n"
