@@ -20,7 +20,7 @@ from exporter.errors import ConfigError
 DEFAULT_BUDGETS = Path("prometheus/budgets.yml")
 DEFAULT_RULES_OUT = Path("prometheus/rules/budgets.rules.yml")
 DEFAULT_GRAFANA_OUT = Path("grafana/provisioning/alerting/budgets.yml")
-RUNBOOK_BASE = "https://github.com/ai-footprint/ai-footprint-exporter#runbook-"
+RUNBOOK_BASE = "https://github.com/ai-footprint/ai-footprint-exporter/blob/main/docs/runbook.md#runbook-"
 RULE_GROUP = "footprint-budgets"
 
 # Labels only the per-process series carry: a selector naming one of them scopes a workload, so the budget

@@ -1,4 +1,4 @@
-"""Keeps the README's generated tables (metrics, flags) in step with the code: ``python -m exporter.docs``."""
+"""Keeps the manual's generated tables (metrics, flags) in step with the code: ``python -m exporter.docs``."""
 
 from __future__ import annotations
 
@@ -20,23 +20,29 @@ def flags_table() -> str:
 
 
 SECTIONS = {"metrics": markdown_table, "flags": flags_table}
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+# Which page of the manual holds which generated section.
+PAGES = {"metrics": "metrics.md", "flags": "configuration.md"}
 
 
-def render(readme: str) -> str:
-    """The README with every generated section replaced by what the code says now."""
-    for name, build in SECTIONS.items():
+def render(text: str, names: tuple[str, ...] = tuple(SECTIONS)) -> str:
+    """The page with each named generated section replaced by what the code says now."""
+    for name in names:
+        build = SECTIONS[name]
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
-        if not pattern.search(readme):
-            raise ValueError(f"README has no <!-- {name}:start --> ... <!-- {name}:end --> section")
-        readme = pattern.sub(lambda m, b=build: m.group(1) + b() + m.group(2), readme)  # type: ignore[misc]
-    return readme
+        if not pattern.search(text):
+            raise ValueError(f"page has no <!-- {name}:start --> ... <!-- {name}:end --> section")
+        text = pattern.sub(lambda m, b=build: m.group(1) + b() + m.group(2), text)  # type: ignore[misc]
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0] if args else "README.md")
-    text = path.read_text(encoding="utf-8")
-    path.write_text(render(text), encoding="utf-8")
+    docs = Path(args[0]) if args else DOCS
+    for name, page in PAGES.items():
+        path = docs / page
+        text = path.read_text(encoding="utf-8")
+        path.write_text(render(text, (name,)), encoding="utf-8")
     return 0
 
 
