@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from exporter.catalogue import CATALOGUE
 from exporter.config import FLAGS
 from exporter.docs import DOCS, PAGES, render
