@@ -198,12 +198,18 @@ def make_handler(
             self.do_GET()
 
         def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
+                # Outside basic auth: the kubelet's probes and Docker's HEALTHCHECK cannot authenticate,
+                # and the answer ("ok" or why not) reveals nothing about the node or its workloads.
+                ok, reason = healthy()
+                self._send(200 if ok else 503, (reason + "\n").encode())
+                return
             if not auth.check(self.headers.get("Authorization")):
                 self._send(
                     401, b"Unauthorized\n", extra={"WWW-Authenticate": 'Basic realm="footprint-exporter"'}
                 )
                 return
-            path = self.path.split("?", 1)[0]
             if path == telemetry_path:
                 # Always the text format, as node_exporter does by default: Prometheus accepts it,
                 # and it is several times cheaper to produce than OpenMetrics through the generic encoder.
@@ -211,9 +217,6 @@ def make_handler(
             elif path == "/":
                 body = _LANDING.format(version=__version__, path=telemetry_path).encode()
                 self._send(200, body, "text/html; charset=utf-8")
-            elif path == "/healthz":
-                ok, reason = healthy()
-                self._send(200 if ok else 503, (reason + "\n").encode())
             else:
                 self._send(404, b"Not Found\n")
 

@@ -83,8 +83,13 @@ def test_tls_and_basic_auth(tls_server: tuple[str, Path]) -> None:
     assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Basic")
     assert requests.get(url, auth=("mallory", PASSWORD), verify=str(ca_file), timeout=5).status_code == 401
     assert requests.get(url, verify=str(ca_file), timeout=5).status_code == 401
-    # Every path is behind auth, the health check included.
-    assert requests.get(f"https://{address}/healthz", verify=str(ca_file), timeout=5).status_code == 401
+    # Every path is behind auth except the health check, which the kubelet's probes and Docker's
+    # HEALTHCHECK ask without credentials; it answers with a status and nothing else.
+    for path in ("/", "/metrics", "/metrics/", "/healthz/../metrics", "/nope"):
+        assert requests.get(f"https://{address}{path}", verify=str(ca_file), timeout=5).status_code == 401
+    health = requests.get(f"https://{address}/healthz", verify=str(ca_file), timeout=5)
+    assert (health.status_code, health.text) == (200, "ok\n")
+    assert "footprint_" not in health.text
 
 
 def test_plain_http_to_tls_port_is_refused(tls_server: tuple[str, Path]) -> None:
