@@ -282,6 +282,35 @@ _SPECS = [
         'Process series folded into comm="other" by --attribution.max-series.',
         "self",
     ),
+    MetricSpec(
+        "footprint_workload_lookup_up",
+        "gauge",
+        ("lookup",),
+        "1 if the pod lookup's last attempt worked (lookup: apiserver, kubelet or pod-resources).",
+        "self",
+    ),
+    MetricSpec(
+        "footprint_workload_lookup_errors_total",
+        "counter",
+        ("lookup", "kind"),
+        "Failed pod lookups by kind (unauthorized, forbidden, tls, timeout, connection, http_5xx, "
+        "malformed, unavailable, ...); kind expired counts watches listed again after 410 Gone.",
+        "self",
+    ),
+    MetricSpec(
+        "footprint_workload_lookup_pods",
+        "gauge",
+        ("lookup",),
+        "Pods the lookup knows on this node (pod-resources: pods holding devices).",
+        "self",
+    ),
+    MetricSpec(
+        "footprint_workload_pod_unresolved_total",
+        "counter",
+        (),
+        "Process lookups whose pod UID no pod lookup could name; their pod label carries the UID.",
+        "self",
+    ),
     MetricSpec("footprint_state_saves_total", "counter", (), "Successful state file saves.", "self"),
     MetricSpec("footprint_state_save_errors_total", "counter", (), "Failed state file saves.", "self"),
     MetricSpec(

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from exporter.collector import SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
 from exporter.errors import ConfigError
+from exporter.podidentity import PodIdentity, build_pod_identity
 from exporter.sampler import Attribution, Sampler
 from exporter.sources import CpuSource, GpuSource, SourceUnavailable
 from exporter.state import StateFile
@@ -95,29 +96,20 @@ def build_cpu_source(cfg: Config) -> CpuSource | None:
     return source
 
 
-def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
+def build_attribution(cfg: Config, gpu_source: GpuSource | None, identity: PodIdentity) -> Attribution:
     from exporter.attribution import AttributionPolicy
     from exporter.ledger import ProcessLedger
     from exporter.sources.processes import ProcessCpuTimes
-    from exporter.workload import WorkloadResolver, kubelet_pod_lister
 
-    pods = getattr(gpu_source, "pods", None)  # the simulated fleet lists its own pods, as a kubelet would
-    if pods is None and cfg["kubernetes.node-name"]:
-        url = cfg["kubernetes.kubelet-url"] or f"https://{cfg['kubernetes.node-name']}:10250"
-        pods = kubelet_pod_lister(url, cfg["kubernetes.token-file"], cfg["kubernetes.ca-file"])
     policy = AttributionPolicy(kind=cfg["attribution.policy"], idle_watts=cfg["attribution.idle-watts"])
-
-    def ledger() -> ProcessLedger:
-        return ProcessLedger(
-            cfg["attribution.group-by"], cfg["attribution.max-series"], cfg["attribution.retention"]
-        )
-
+    max_series, retention = cfg["attribution.max-series"], cfg["attribution.retention"]
     return Attribution(
         policy=policy,
-        resolver=WorkloadResolver(cfg["path.procfs"], pods),
-        gpu_ledger=ledger(),
-        cpu_ledger=ledger(),
+        resolver=identity.resolver(cfg["path.procfs"]),
+        gpu_ledger=ProcessLedger(cfg["attribution.group-by"], max_series, retention),
+        cpu_ledger=ProcessLedger(cfg["attribution.cpu-group-by"], max_series, retention, system_series=True),
         cpu_times=ProcessCpuTimes(cfg["path.procfs"]) if cfg["attribution.cpu"] else None,
+        gpu_owner=identity.allocations.owner if identity.allocations is not None else None,
     )
 
 
@@ -142,9 +134,10 @@ def run_exporter(argv: Sequence[str]) -> int:
     from exporter.carbon.service import CarbonService
 
     carbon: CarbonService = CarbonService(carbon_cfg)
-    sampler = Sampler(
-        gpu_source, cpu_source, carbon, build_attribution(cfg, gpu_source), interval_s=cfg["sample.interval"]
-    )
+    # The simulated fleet lists its own pods, as a kubelet would.
+    identity = build_pod_identity(cfg, getattr(gpu_source, "pods", None))
+    attribution = build_attribution(cfg, gpu_source, identity)
+    sampler = Sampler(gpu_source, cpu_source, carbon, attribution, interval_s=cfg["sample.interval"])
     state = StateFile(cfg["state.file"]) if cfg["state.file"] else None
     if state is not None:
         saved = state.load()
@@ -157,6 +150,7 @@ def run_exporter(argv: Sequence[str]) -> int:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: sampler.snapshot))
+    registry.register(identity.collector(attribution.resolver))
     interval = cfg["sample.interval"]
 
     def healthy() -> tuple[bool, str]:
@@ -205,6 +199,7 @@ def run_exporter(argv: Sequence[str]) -> int:
             save_state()
 
     carbon.start()
+    identity.start()
     sampler_thread = threading.Thread(target=sampler.run, args=(stop, on_tick), name="sampler", daemon=True)
     sampler_thread.start()
     bound_host, bound_port = server.server_address[:2]
@@ -221,6 +216,7 @@ def run_exporter(argv: Sequence[str]) -> int:
     sampler_thread.join(timeout=max(5.0, 3 * interval))
     save_state()  # after the sampler stopped, so the file holds the final totals
     carbon.stop()
+    identity.stop()
     server.shutdown()
     server.server_close()
     for source in (gpu_source, cpu_source):

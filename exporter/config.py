@@ -122,10 +122,39 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag("attribution.cpu", "bool", True, "Attribute CPU energy to processes by their CPU time."),
     Flag(
+        "attribution.cpu-group-by",
+        "choice",
+        "workload",
+        "Level of the CPU series: workload (one per container, pod or Slurm job cgroup; every other "
+        'process summed in one comm="system" series), or one of the --attribution.group-by levels.',
+        ("workload", "pid", "container", "pod", "slurm_job", "user"),
+    ),
+    Flag(
         "kubernetes.node-name",
         "str",
         None,
-        "This node's name; enables pod name and namespace lookup from the kubelet.",
+        "This node's name; enables pod name and namespace lookup (--kubernetes.pod-lookup) and "
+        "pod-resources.",
+    ),
+    Flag(
+        "kubernetes.pod-lookup",
+        "choice",
+        "apiserver",
+        "Where pod names and namespaces come from: apiserver (list and watch this node's pods), "
+        "kubelet (GET /pods on the node's kubelet), none.",
+        ("apiserver", "kubelet", "none"),
+    ),
+    Flag(
+        "kubernetes.apiserver-url",
+        "str",
+        None,
+        "Kubernetes API server URL (default: in-cluster, from KUBERNETES_SERVICE_HOST and _PORT).",
+    ),
+    Flag(
+        "kubernetes.pod-resources-socket",
+        "str",
+        "/var/lib/kubelet/pod-resources/kubelet.sock",
+        "The kubelet's pod-resources socket, for which pod each GPU is allocated to; empty: off.",
     ),
     Flag(
         "kubernetes.kubelet-url",
@@ -137,13 +166,13 @@ FLAGS: tuple[Flag, ...] = (
         "kubernetes.token-file",
         "str",
         "/var/run/secrets/kubernetes.io/serviceaccount/token",
-        "Bearer token file for the kubelet API.",
+        "Bearer token file for the API server and the kubelet.",
     ),
     Flag(
         "kubernetes.ca-file",
         "str",
         "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
-        "CA bundle for the kubelet API.",
+        "CA bundle that signed the API server's (and the kubelet's) certificate.",
     ),
     Flag("log.level", "choice", "info", "Log level.", ("debug", "info", "warn", "error")),
     Flag("log.format", "choice", "logfmt", "Log format.", ("logfmt", "json")),

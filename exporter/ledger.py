@@ -7,9 +7,15 @@ from collections.abc import Hashable
 from typing import Any
 
 from exporter.model import ProcessState, Workload
+from exporter.podlookup import PodRef
 
-GROUP_BY = ("pid", "container", "pod", "slurm_job", "user")
+GROUP_BY = ("pid", "container", "pod", "slurm_job", "user", "workload")
 OTHER_COMM = "other"
+# The one series that sums processes outside any workload cgroup (no container, pod or Slurm job),
+# where the ledger keeps such a series (the CPU ledger): the host's daemons, shells, kernel threads.
+SYSTEM_COMM = "system"
+# Levels at which processes outside a workload cgroup have nothing to be grouped by.
+_WORKLOAD_LEVELS = ("container", "pod", "slurm_job", "workload")
 
 # Label values of a series, in catalogue order after gpu/uuid: pid, comm, user, container_id, pod,
 # namespace, slurm_job_id. Prometheus identifies a series by these, so two live keys with the same
@@ -105,13 +111,25 @@ class ProcessLedger:
     keeps coming back (sticky), and a key with its own series keeps it: so every counter only goes up.
     A series (or folded key) not seen for more than ``retention_s`` is dropped, freeing its slot.
 
+    ``workload`` groups by the process' innermost workload cgroup: its container, else its pod, else
+    its Slurm job. With ``system_series`` (the CPU ledger's default), at the levels that group by
+    workload cgroups, processes in none are summed in one ``comm="system"`` series per device instead
+    of a series with every label empty.
+
     Identity: at the pid level the key is (pid, start time), so a reused PID never adds to the ended
     process' counter. If the new process has exactly the labels of a retained one (same pid, comm,
     user, ...), the retained series is dropped and the new one starts from 0, which Prometheus reads as
     a counter reset; if both are live in the same interval they share the series.
     """
 
-    def __init__(self, group_by: str = "pid", max_series: int = 500, retention_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        group_by: str = "pid",
+        max_series: int = 500,
+        retention_s: float = 600.0,
+        *,
+        system_series: bool = False,
+    ) -> None:
         if group_by not in GROUP_BY:
             raise ValueError(f"unknown group-by level {group_by!r} (use one of {', '.join(GROUP_BY)})")
         if max_series < 1:
@@ -119,6 +137,7 @@ class ProcessLedger:
         if not (math.isfinite(retention_s) and retention_s >= 0):
             raise ValueError(f"retention must be >= 0 seconds, got {retention_s}")
         self.group_by = group_by
+        self.system_series = system_series and group_by in _WORKLOAD_LEVELS
         self.max_series = max_series
         self.retention_s = retention_s
         self._series: dict[Key, _Series] = {}  # key (device first) -> series, "other" included
@@ -131,8 +150,27 @@ class ProcessLedger:
 
     # -- keys and labels -------------------------------------------------------------------------
 
+    def _is_system(self, w: Workload) -> bool:
+        if not self.system_series:
+            return False
+        if self.group_by == "container":
+            return not w.container_id
+        if self.group_by == "pod":
+            return not (w.pod_uid or w.pod)
+        if self.group_by == "slurm_job":
+            return not w.slurm_job_id
+        return not (w.container_id or w.pod_uid or w.pod or w.slurm_job_id)
+
     def _key(self, device: str, pid: int, start_time: float | None, w: Workload) -> Key:
         level = self.group_by
+        if self._is_system(w):
+            return (device, None, SYSTEM_COMM)
+        if level == "workload":
+            if w.container_id:
+                return (device, "container", w.container_id)
+            if w.pod_uid or w.pod:
+                return (device, "pod", w.pod_uid or w.pod, w.namespace)
+            return (device, "slurm_job", w.slurm_job_id)
         if level == "pid":
             return (device, pid, start_time)
         if level == "container":
@@ -146,6 +184,14 @@ class ProcessLedger:
     def _labels(self, pid: int, w: Workload) -> tuple[Labels, str]:
         """The series' labels (those outside the level left "") and the pod UID it carries."""
         level = self.group_by
+        if self._is_system(w):
+            return ("", SYSTEM_COMM, "", "", "", "", ""), ""
+        if level == "workload":
+            if w.container_id:
+                return ("", "", "", w.container_id, w.pod, w.namespace, w.slurm_job_id), w.pod_uid
+            if w.pod_uid or w.pod:
+                return ("", "", "", "", w.pod, w.namespace, ""), w.pod_uid
+            return ("", "", "", "", "", "", w.slurm_job_id), ""
         if level == "pid":
             return (str(pid), w.comm, w.user, w.container_id, w.pod, w.namespace, w.slurm_job_id), w.pod_uid
         if level == "container":
@@ -195,6 +241,40 @@ class ProcessLedger:
             else:
                 labels, pod_uid = self._labels(pid, workload)
                 series = self._new_series(key, labels, pod_uid, device, device_index, now)
+        series.charge(joules, interval_s, now, grams, marginal_grams, embodied_grams)
+
+    def add_allocated(
+        self,
+        device: str,
+        device_index: str,
+        owner: PodRef,
+        joules: float,
+        interval_s: float,
+        now: float,
+        grams: float = 0.0,
+        marginal_grams: float | None = None,
+        embodied_grams: float = 0.0,
+    ) -> None:
+        """Charge a GPU's share to the pod the device plugin gave it to, when no process of it is visible.
+
+        The series names the pod only (no pid, comm or container). At the pod level it is the pod's
+        own series, so the pod's counter runs on whether NVML shows its processes or not.
+        """
+        workload = Workload(pod_uid=owner.uid, pod=owner.name, namespace=owner.namespace)
+        if self.group_by in ("pid", "container"):
+            key: Key = (device, "allocated", owner.uid or owner.name, owner.namespace)
+        else:
+            key = self._key(device, 0, None, workload)
+        series = self._series.get(key)
+        if series is None:
+            if key in self._folded:
+                self._folded[key] = now
+                series = self._other(device, device_index, now)
+            else:
+                labels: Labels = ("", "", "", "", owner.name, owner.namespace, "")
+                if self.group_by not in ("pid", "container"):
+                    labels = self._labels(0, workload)[0]
+                series = self._new_series(key, labels, owner.uid, device, device_index, now)
         series.charge(joules, interval_s, now, grams, marginal_grams, embodied_grams)
 
     def _new_series(

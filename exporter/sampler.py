@@ -20,6 +20,7 @@ from exporter.energy import EnergyTracker
 from exporter.model import (
     CpuReading,
     CpuState,
+    GpuProcessSample,
     GpuReading,
     GpuState,
     ProcessState,
@@ -30,6 +31,7 @@ from exporter.model import (
 if TYPE_CHECKING:
     from exporter.carbon.service import CarbonService
     from exporter.ledger import ProcessLedger
+    from exporter.podlookup import PodRef
     from exporter.sources import CpuSource, GpuSource
     from exporter.sources.processes import ProcessCpuTimes
     from exporter.workload import WorkloadResolver
@@ -89,6 +91,8 @@ class Attribution:
     cpu_ledger: ProcessLedger
     cpu_times: ProcessCpuTimes | None = None
     learners: dict[str, IdleBaselineLearner] = field(default_factory=dict)
+    # The pod a GPU is allocated to alone (kubelet pod-resources), by (uuid, index); None if not known.
+    gpu_owner: Callable[[str, int], PodRef | None] | None = None
 
 
 @dataclass
@@ -330,11 +334,28 @@ class Sampler:
         if reading.power_w is not None:
             learner.observe(reading.power_w, bool(processes))
         idle_w = att.policy.idle_watts if att.policy.idle_watts is not None else learner.value
+        # A GPU the device plugin gave to one pod is that pod's while NVML shows no process on it.
+        owner = att.gpu_owner(reading.uuid, reading.index) if att.gpu_owner and not processes else None
+        if owner is not None:
+            processes = (GpuProcessSample(pid=0),)
         shares, unattributed = attribute_gpu_energy(delta, dt, processes, att.policy, idle_w)
         totals.unattributed_j += unattributed
         for proc, joules in zip(processes, shares, strict=True):
-            workload = att.resolver.resolve(proc.pid, proc.start_time, proc.comm, proc.user, proc.cgroup)
             frac = joules / delta if delta > 0 else 0.0
+            if owner is not None:
+                att.gpu_ledger.add_allocated(
+                    reading.uuid,
+                    str(reading.index),
+                    owner,
+                    joules,
+                    dt,
+                    now,
+                    grams=joules * g_per_j,
+                    marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
+                    embodied_grams=embodied * frac,
+                )
+                continue
+            workload = att.resolver.resolve(proc.pid, proc.start_time, proc.comm, proc.user, proc.cgroup)
             att.gpu_ledger.add(
                 reading.uuid,
                 str(reading.index),

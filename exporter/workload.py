@@ -12,11 +12,12 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
 from exporter.model import Workload
+from exporter.podlookup import LookupHealth, PodRef, http_error_kind
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,12 @@ def parse_cgroup(text: str) -> CgroupIdentity:
 PodLister = Callable[[], dict[str, tuple[str, str]]]
 
 
+class PodDirectory(Protocol):
+    """Pod names kept current by a lookup's own thread (the API server watch); ``get`` does no I/O."""
+
+    def get(self, uid: str) -> PodRef | None: ...
+
+
 class WorkloadResolver:
     """Resolves a process to its Workload, reading /proc/<pid>/{comm,status,cgroup} under ``procfs_root``.
 
@@ -94,8 +101,10 @@ class WorkloadResolver:
     start time are cached for ``unkeyed_ttl_s`` only. Command lines and environments are never read.
     Pod names and namespaces come from ``kubelet_pods`` (``{pod_uid: (name, namespace)}``), refreshed
     at most every ``pods_ttl_s``, or sooner (at most every ``pods_retry_s``) when a pod is unknown;
-    a failing lister is logged and the last good list is kept. A pod the list does not know gets its
-    UID as the ``pod`` label.
+    a failing lister is logged, counted in ``lister_health`` and the last good list is kept. Or they
+    come from ``pod_directory``, which a watch keeps current. A pod that neither knows gets its UID as
+    the ``pod`` label, is counted in ``pods_unresolved_total``, and is looked up again after
+    ``pods_retry_s`` rather than cached for the process' life.
     """
 
     def __init__(
@@ -108,9 +117,14 @@ class WorkloadResolver:
         unkeyed_ttl_s: float = 30.0,
         max_cached: int = 8192,
         clock: Callable[[], float] = time.monotonic,
+        pod_directory: PodDirectory | None = None,
+        lister_health: LookupHealth | None = None,
     ) -> None:
         self._root = procfs_root
         self._lister = kubelet_pods
+        self._directory = pod_directory
+        self.lister_health = lister_health
+        self.pods_unresolved_total = 0
         self._pods_ttl_s = pods_ttl_s
         self._pods_retry_s = pods_retry_s
         self._unkeyed_ttl_s = unkeyed_ttl_s
@@ -129,7 +143,7 @@ class WorkloadResolver:
         now = self._clock()
         key = (pid, start_time)
         cached = self._cache.get(key)
-        if cached is not None and (start_time is not None or now - cached[0] < self._unkeyed_ttl_s):
+        if cached is not None and self._fresh(cached, start_time, now):
             self._cache.move_to_end(key)
             return cached[1]
         workload = self._build(pid, comm, user, cgroup, now)
@@ -138,6 +152,14 @@ class WorkloadResolver:
         while len(self._cache) > self._max_cached:
             self._cache.popitem(last=False)
         return workload
+
+    def _fresh(self, cached: tuple[float, Workload], start_time: float | None, now: float) -> bool:
+        at, workload = cached
+        looked_up = self._lister is not None or self._directory is not None
+        if looked_up and workload.pod_uid and workload.pod == workload.pod_uid:
+            # No name yet (a pod seconds old, or a lookup down): ask again rather than keep the UID.
+            return now - at < self._pods_retry_s
+        return start_time is not None or now - at < self._unkeyed_ttl_s
 
     def _build(self, pid: int, comm: str, user: str, cgroup: str | None, now: float) -> Workload:
         proc = os.path.join(self._root, str(pid))
@@ -179,6 +201,13 @@ class WorkloadResolver:
         return ""
 
     def _pod(self, uid: str, now: float) -> tuple[str, str]:
+        if self._directory is not None:
+            ref = self._directory.get(uid)
+            if ref is not None:
+                return ref.name, ref.namespace
+            if self._lister is None:
+                self.pods_unresolved_total += 1
+                return uid, ""
         if self._lister is None:
             return uid, ""
         stale = now - self._pods_fetched_at >= self._pods_ttl_s
@@ -188,10 +217,21 @@ class WorkloadResolver:
             try:
                 self._pods = dict(self._lister())
                 self._pods_fetched_at = now
+                if self.lister_health is not None:
+                    self.lister_health.ok(len(self._pods))
             except Exception as exc:  # any failure of the lister must not stop attribution
                 self.pod_list_errors_total += 1
-                log.warning("kubelet pod list failed, keeping the last one: %s", type(exc).__name__)
-        return self._pods.get(uid, (uid, ""))
+                kind = http_error_kind(exc)
+                if self.lister_health is not None:
+                    self.lister_health.fail(kind)
+                log.warning(
+                    "kubelet pod list failed (%s), keeping the last one: %s", kind, type(exc).__name__
+                )
+        found = self._pods.get(uid)
+        if found is None:
+            self.pods_unresolved_total += 1
+            return uid, ""
+        return found
 
 
 def _read(path: str) -> str:
