@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fake_apiserver import FakeApiServer, Served, serve
+from fake_apiserver import Served, serve
 
 from exporter.apiserver import ApiServerPods, in_cluster_url
 from exporter.podlookup import PodRef

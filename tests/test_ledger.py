@@ -212,6 +212,72 @@ def test_group_by_container_and_slurm_job(level: str, expected: dict[tuple[str, 
     assert got == expected
 
 
+def _cpu_mix(ledger: ProcessLedger, t: float = 1.0) -> None:
+    """A node's CPU users: two containers of one pod, a Slurm step, and three host processes."""
+    pod_a = Workload(
+        comm="python", user="alice", container_id="c1", pod_uid="u1", pod="train-0", namespace="ml"
+    )
+    pod_b = Workload(
+        comm="envoy", user="alice", container_id="c2", pod_uid="u1", pod="train-0", namespace="ml"
+    )
+    conmon = Workload(comm="conmon", user="root", pod_uid="u1", pod="train-0", namespace="ml")
+    slurm = Workload(comm="srun", user="bob", slurm_job_id="4242")
+    for pid, w, joules in ((1, pod_a, 10.0), (2, pod_b, 5.0), (3, conmon, 0.5), (4, slurm, 7.0)):
+        ledger.add("", "", pid, 1.0, w, joules, 1.0, now=t)
+    for pid, comm in ((10, "kubelet"), (11, "containerd"), (12, "sshd")):
+        ledger.add("", "", pid, 1.0, Workload(comm=comm, user="root"), 1.0, 1.0, now=t)
+    ledger.end_interval(t)
+
+
+def test_workload_level_gives_each_workload_cgroup_a_series_and_sums_the_rest_as_system() -> None:
+    ledger = ProcessLedger(group_by="workload", system_series=True)
+    _cpu_mix(ledger)
+    got = {
+        (
+            s.pid,
+            s.workload.comm,
+            s.workload.container_id,
+            s.workload.pod,
+            s.workload.slurm_job_id,
+        ): s.energy_j_total
+        for s in ledger.states(1.0)
+    }
+    assert got == {
+        ("", "", "c1", "train-0", ""): 10.0,
+        ("", "", "c2", "train-0", ""): 5.0,
+        ("", "", "", "train-0", ""): 0.5,  # in the pod's cgroup but no container's: the pod
+        ("", "", "", "", "4242"): 7.0,
+        ("", "system", "", "", ""): 3.0,  # kubelet, containerd, sshd: one series
+    }
+    assert sum(got.values()) == 25.5
+
+
+def test_pod_level_cpu_series_with_a_system_series() -> None:
+    ledger = ProcessLedger(group_by="pod", system_series=True)
+    _cpu_mix(ledger)
+    got = {(s.workload.comm, s.workload.pod): s.energy_j_total for s in ledger.states(1.0)}
+    # The Slurm step is no pod: at the pod level it is part of the rest.
+    assert got == {("", "train-0"): 15.5, ("system", ""): 10.0}
+
+
+def test_system_series_does_not_apply_at_the_pid_and_user_levels() -> None:
+    for level in ("pid", "user"):
+        ledger = ProcessLedger(group_by=level, system_series=True)
+        _cpu_mix(ledger)
+        assert all(s.workload.comm != "system" for s in ledger.states(1.0)), level
+
+
+def test_system_series_survives_dump_and_restore() -> None:
+    ledger = ProcessLedger(group_by="workload", system_series=True)
+    _cpu_mix(ledger)
+    data = json.loads(json.dumps(ledger.dump()))
+    again = ProcessLedger(group_by="workload", system_series=True)
+    assert again.restore(data, now=5.0) == 5
+    _cpu_mix(again, t=6.0)
+    system = [s for s in again.states(6.0) if s.workload.comm == "system"]
+    assert len(system) == 1 and system[0].energy_j_total == 6.0
+
+
 def test_dump_and_restore_round_trip_through_json() -> None:
     ledger = ProcessLedger(max_series=1)
     ledger.add(GPU0, "0", 1, 11.5, _w(1), 10.0, 1.0, now=1.0, grams=1.0, marginal_grams=2.0)
