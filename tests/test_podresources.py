@@ -1,4 +1,4 @@
-"""exporter.podresources: protobuf decoder, gRPC calls against a real gRPC server, GPU owners in the sampler."""
+"""exporter.podresources: protobuf decoding, gRPC calls to a real gRPC server, GPU owners in the sampler."""
 
 from __future__ import annotations
 
