@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test test-fast lint format bench demo budgets check-budgets clean
+.PHONY: run test test-fast lint format bench demo budgets check-budgets clean wheelhouse image
 
 $(BIN)/footprint-exporter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,5 +50,27 @@ budgets: $(BIN)/footprint-exporter
 check-budgets: $(BIN)/footprint-exporter
 	$(BIN)/footprint-exporter budgets check
 
+## wheelhouse: wheels of the exporter and every dependency for the image's Python (needs PyPI once)
+WHEELHOUSE ?= wheelhouse
+WHEEL_PYTHON ?= 3.11
+WHEEL_ARCH ?= $(shell uname -m)
+# Debian bookworm's glibc is 2.36: wheels for it or any older manylinux run there. pip matches each
+# tag literally, so every one is listed.
+WHEEL_MANYLINUX ?= manylinux_2_36 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2_24 \
+  manylinux_2_17 manylinux2014 manylinux_2_12 manylinux2010 manylinux_2_5 manylinux1
+wheelhouse: $(BIN)/footprint-exporter
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
+	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: --implementation cp \
+	  --python-version $(WHEEL_PYTHON) $(foreach tag,$(WHEEL_MANYLINUX),--platform $(tag)_$(WHEEL_ARCH)) \
+	  $(WHEELHOUSE)/ai_footprint_exporter-*.whl
+
+## image: build the container image offline from the wheelhouse (IMAGE, PYTHON_IMAGE, DOCKER to override)
+DOCKER ?= docker
+PYTHON_IMAGE ?= python:3.11.11-slim-bookworm
+IMAGE ?= footprint-exporter:$(shell $(PYTHON) -c 'import re,sys; print(re.search(r"__version__ = \"(.+?)\"", open("exporter/__init__.py").read()).group(1))')
+image: wheelhouse
+	$(DOCKER) build --network=none --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -f exporter/Dockerfile -t $(IMAGE) .
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(WHEELHOUSE)

@@ -162,3 +162,24 @@ def test_basic_auth_caches_only_successes() -> None:
     assert auth.check(header("u", "pw")) and auth.check(header("u", "pw"))
     assert not auth.check(header("u", "PW")) and not auth.check(header("u", "pw "))
     assert not auth.check("Basic !!notbase64") and not auth.check("Bearer x") and not auth.check(None)
+
+
+def test_container_healthcheck_follows_the_env_port_over_http_and_tls(
+    tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter import healthcheck
+
+    address, _ = tls_server
+    # TLS and basic auth on: the check still gets "ok" (HTTPS, /healthz needs no credentials).
+    monkeypatch.setenv("FOOTPRINT_WEB_LISTEN_ADDRESS", address)
+    assert healthcheck.main() == 0
+    plain = serve("127.0.0.1", 0, registry(), load_web_config(None), healthy=lambda: (False, "stalled"))
+    try:
+        port = plain.server_address[1]
+        monkeypatch.setenv("FOOTPRINT_WEB_LISTEN_ADDRESS", f":{port}")  # all addresses: asks 127.0.0.1
+        assert healthcheck.main() == 1  # 503 from a stalled sampler
+    finally:
+        plain.shutdown()
+        plain.server_close()
+    monkeypatch.setenv("FOOTPRINT_WEB_LISTEN_ADDRESS", f"127.0.0.1:{port}")  # nothing listens now
+    assert healthcheck.main() == 1
