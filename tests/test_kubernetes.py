@@ -1,7 +1,12 @@
-"""Tests of deploy/kubernetes: schema validation, cross-references, GPU access, RBAC and rule parity."""
+"""deploy/kubernetes: every overlay built with `kubectl kustomize`, validated, cross-checked, rule parity.
+
+Real tools: ``kubectl kustomize`` (kustomize v5 inside kubectl) builds the base and each overlay, and
+``kubernetes-validate`` checks every built-in object strictly against the 1.33 and latest schemas.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import shutil
@@ -18,9 +23,16 @@ from exporter.config import FLAGS_BY_NAME, load_file, parse_listen_address
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "kubernetes"
-# Oldest Kubernetes we claim (nodes/pods authorisation is on by default from 1.33) and the newest known.
+BASE = K8S / "base"
+# Oldest Kubernetes we claim (pod-resources GA since 1.28; nodes/pods authorisation 1.33) and the newest.
 K8S_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+OVERLAYS = {
+    "gpu-operator": "ai-footprint",
+    "device-plugin": "ai-footprint",
+    "namespace-monitoring": "monitoring",
+}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 
 
 def _render_module() -> Any:
@@ -35,90 +47,125 @@ def _docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
 
 
-def _kustomization() -> dict[str, Any]:
-    data = yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
+@functools.cache
+def _built_text(path: Path) -> str:
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None, "kubectl is not installed (its `kubectl kustomize` builds the manifests)"
+    result = subprocess.run(
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
-def _applied() -> list[dict[str, Any]]:
-    """Every object `kubectl apply -k deploy/kubernetes` creates, in kustomization order."""
-    out: list[dict[str, Any]] = []
-    for name in _kustomization()["resources"]:
-        out.extend(_docs(K8S / name))
-    return out
+def _built(where: str = "gpu-operator") -> list[dict[str, Any]]:
+    """What `kubectl apply -k` of an overlay (or "base") creates: a fresh copy to look at or change."""
+    path = BASE if where == "base" else K8S / "overlays" / where
+    return [d for d in yaml.safe_load_all(_built_text(path)) if d is not None]
 
 
-def _one(kind: str) -> dict[str, Any]:
-    found = [d for d in _applied() if d["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+def _kinds(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in objects if d["kind"] == kind]
+
+
+def _one(kind: str, where: str = "gpu-operator") -> dict[str, Any]:
+    found = _kinds(_built(where), kind)
+    assert len(found) == 1, f"expected one {kind} in {where}, found {len(found)}"
     return found[0]
 
 
-def _container() -> dict[str, Any]:
-    containers = _one("DaemonSet")["spec"]["template"]["spec"]["containers"]
+def _container(where: str = "gpu-operator") -> dict[str, Any]:
+    containers = _one("DaemonSet", where)["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     container: dict[str, Any] = containers[0]
     return container
 
 
-def _args() -> dict[str, str]:
+def _args(where: str = "gpu-operator") -> dict[str, str]:
     args: dict[str, str] = {}
-    for arg in _container()["args"]:
+    for arg in _container(where)["args"]:
         assert arg.startswith("--") and "=" in arg, arg
         name, value = arg[2:].split("=", 1)
         args[name] = value
     return args
 
 
-def _manifest_files() -> list[Path]:
-    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+# --- kustomize: base and overlays ----------------------------------------------------------------------
 
 
-# --- kustomization ------------------------------------------------------------------------------------
+def test_base_lists_every_manifest_in_its_directory() -> None:
+    listed = yaml.safe_load((BASE / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in BASE.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
-def test_kustomization_lists_every_manifest_except_the_opt_in_legacy_rbac() -> None:
-    listed = _kustomization()["resources"]
-    assert len(listed) == len(set(listed))
-    for name in listed:
-        assert (K8S / name).is_file(), f"kustomization lists missing {name}"
-    unlisted = {p.name for p in _manifest_files()} - set(listed)
-    assert unlisted == {"rbac-nodes-proxy-legacy.yaml"}
+def test_base_has_no_namespace_object_and_no_runtime_class() -> None:
+    objects = _built("base")
+    assert not _kinds(objects, "Namespace")
+    assert "runtimeClassName" not in _one("DaemonSet", "base")["spec"]["template"]["spec"]
 
 
-def test_every_namespaced_object_is_in_the_kustomization_namespace() -> None:
-    namespace = _kustomization()["namespace"]
-    assert _one("Namespace")["metadata"]["name"] == namespace
-    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
-    objects = _applied()
-    assert len(objects) == 9
+@pytest.mark.parametrize(("overlay", "namespace"), sorted(OVERLAYS.items()))
+def test_every_namespaced_object_is_in_the_overlays_namespace(overlay: str, namespace: str) -> None:
+    objects = _built(overlay)
+    kinds = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service"]
+    kinds += ["NetworkPolicy", "ServiceMonitor", "PrometheusRule"]
+    assert sorted(d["kind"] for d in objects if d["kind"] != "Namespace") == sorted(kinds)
     for doc in objects:
-        if doc["kind"] not in cluster_scoped:
-            assert doc["metadata"]["namespace"] == namespace, doc["kind"]
+        if doc["kind"] not in CLUSTER_SCOPED:
+            assert doc["metadata"]["namespace"] == namespace, (overlay, doc["kind"])
+    (binding,) = _kinds(objects, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "footprint-exporter", "namespace": namespace}
+    ]
 
 
-def test_kustomization_image_matches_the_daemonset_image() -> None:
-    (image,) = _kustomization()["images"]
-    name, tag = _container()["image"].rsplit(":", 1)
-    assert (image["name"], image["newTag"]) == (name, tag)
-    assert tag == "0.1.0"
+def test_a_namespace_change_neither_creates_nor_labels_a_namespace() -> None:
+    objects = _built("namespace-monitoring")
+    # The review found the old base stamping pod-security "privileged" on `monitoring`.
+    assert not _kinds(objects, "Namespace")
+    assert "pod-security.kubernetes.io/enforce" not in _built_text(K8S / "overlays" / "namespace-monitoring")
+    # The ServiceMonitor still finds the Service: it selects in its own namespace, which moved with it.
+    monitor, service = _one("ServiceMonitor", "namespace-monitoring"), _one("Service", "namespace-monitoring")
+    assert "namespaceSelector" not in monitor["spec"]
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "monitoring"
+
+
+def test_overlays_that_own_the_namespace_create_it_for_privileged_pods() -> None:
+    for overlay in ("gpu-operator", "device-plugin"):
+        namespace = _one("Namespace", overlay)
+        assert namespace["metadata"]["name"] == "ai-footprint"
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_runtime_class_only_where_the_gpu_operator_provides_it() -> None:
+    spec = {o: _one("DaemonSet", o)["spec"]["template"]["spec"] for o in OVERLAYS}
+    assert spec["gpu-operator"]["runtimeClassName"] == "nvidia"
+    assert spec["namespace-monitoring"]["runtimeClassName"] == "nvidia"
+    assert "runtimeClassName" not in spec["device-plugin"]
+
+
+def test_image_is_named_for_your_registry_not_a_published_one() -> None:
+    image = _container()["image"]
+    assert image == "footprint-exporter:0.1.0"
+    # Nothing in deploy/ or the docs claims an image that was never published.
+    for path in [*K8S.rglob("*.yaml"), REPO / "docs" / "deployment.md"]:
+        assert "ghcr.io" not in path.read_text(), path
 
 
 # --- schema validation --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_builtin_kinds_validate_strictly_against_the_kubernetes_schema(version: str) -> None:
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_builtin_kinds_validate_strictly_against_the_kubernetes_schema(overlay: str, version: str) -> None:
     checked = 0
-    for path in _manifest_files():
-        for doc in _docs(path):
-            if doc["kind"] in CRD_KINDS:
-                continue
-            kubernetes_validate.validate(doc, version, strict=True)
-            checked += 1
-    # namespace, sa, role+binding, legacy role+binding, configmap, daemonset, service
-    assert checked == 9
+    for doc in _built(overlay):
+        if doc["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+        checked += 1
+    # sa, role, binding, configmap, daemonset, service, networkpolicy (+ the namespace where owned)
+    assert checked == (7 if overlay == "namespace-monitoring" else 8)
 
 
 def test_strict_validation_would_catch_a_misspelt_field() -> None:
@@ -142,8 +189,10 @@ def test_daemonset_args_are_flags_the_exporter_accepts() -> None:
     unknown = set(args) - set(FLAGS_BY_NAME)
     assert not unknown
     assert parse_listen_address(args["web.listen-address"]) == ("", 9877)
-    assert args["source.gpu"] in FLAGS_BY_NAME["source.gpu"].choices
-    assert args["attribution.group-by"] in FLAGS_BY_NAME["attribution.group-by"].choices
+    # GPU nodes run NVML explicitly: without it the exporter exits and the pod crash-loops, visibly.
+    assert args["source.gpu"] == "nvml"
+    assert (args["attribution.group-by"], args["attribution.cpu-group-by"]) == ("pod", "pod")
+    assert args["kubernetes.pod-lookup"] == "apiserver"
 
 
 def test_host_proc_and_sys_are_mounted_read_only_where_the_flags_point() -> None:
@@ -162,7 +211,6 @@ def test_host_proc_and_sys_are_mounted_read_only_where_the_flags_point() -> None
 def test_gpus_are_reached_through_the_runtime_without_claiming_any() -> None:
     pod = _one("DaemonSet")["spec"]["template"]["spec"]
     container = _container()
-    assert pod["runtimeClassName"] == "nvidia"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert env["NVIDIA_DRIVER_CAPABILITIES"] == "utility"
@@ -175,17 +223,27 @@ def test_gpus_are_reached_through_the_runtime_without_claiming_any() -> None:
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
 
 
-def test_node_name_and_kubelet_address_come_from_the_downward_api() -> None:
+def test_node_name_comes_from_the_downward_api() -> None:
     container = _container()
     refs = {
         e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
         for e in container["env"]
         if "fieldRef" in e.get("valueFrom", {})
     }
-    assert refs == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP"}
+    assert refs == {"NODE_NAME": "spec.nodeName"}
     args = _args()
     assert args["kubernetes.node-name"] == "$(NODE_NAME)"
-    assert args["kubernetes.kubelet-url"] == "https://$(HOST_IP):10250"
+    assert "kubernetes.kubelet-url" not in args  # no kubelet API call, so no kubelet authorisation
+
+
+def test_pod_resources_socket_directory_is_mounted_where_the_flag_points() -> None:
+    pod = _one("DaemonSet")["spec"]["template"]["spec"]
+    socket = Path(_args()["kubernetes.pod-resources-socket"])
+    (mount,) = [m for m in _container()["volumeMounts"] if Path(m["mountPath"]) == socket.parent]
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    # The directory: a socket mounted by itself goes stale when the kubelet re-creates it.
+    assert volume["hostPath"] == {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"}
 
 
 def test_state_file_lives_on_a_writable_host_path() -> None:
@@ -257,9 +315,9 @@ def test_configmap_config_is_accepted_by_the_exporter(tmp_path: Path) -> None:
 # --- RBAC ----------------------------------------------------------------------------------------------
 
 
-def test_rbac_grants_only_get_on_nodes_pods() -> None:
+def test_rbac_grants_only_list_and_watch_on_pods() -> None:
     role = _one("ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/pods"], "verbs": ["get"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
     binding = _one("ClusterRoleBinding")
     account = _one("ServiceAccount")
     assert binding["roleRef"] == {
@@ -277,18 +335,30 @@ def test_rbac_grants_only_get_on_nodes_pods() -> None:
     assert _one("DaemonSet")["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
 
-def test_no_default_object_grants_nodes_proxy_secrets_or_wildcards() -> None:
-    for doc in _applied():
+def test_no_object_grants_nodes_proxy_secrets_or_wildcards() -> None:
+    for doc in _built():
         for rule in doc.get("rules", []):
             for key in ("resources", "verbs", "apiGroups"):
                 assert "*" not in rule[key]
             assert not {"nodes/proxy", "secrets", "pods/exec"} & set(rule["resources"])
 
 
-def test_legacy_rbac_is_the_nodes_proxy_fallback_for_the_same_account() -> None:
-    role, binding = _docs(K8S / "rbac-nodes-proxy-legacy.yaml")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]
-    assert binding["subjects"] == _one("ClusterRoleBinding")["subjects"]
+# --- NetworkPolicy ------------------------------------------------------------------------------------
+
+
+def test_network_policy_lets_only_prometheus_reach_the_metrics_port() -> None:
+    policy = _one("NetworkPolicy")
+    pod_labels = _one("DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    # One peer with both selectors: Prometheus pods (in any namespace), not any pod of any namespace.
+    assert rule["from"] == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    ]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert "metrics" in {p["name"] for p in _container()["ports"]}
 
 
 # --- Service and ServiceMonitor -------------------------------------------------------------------------
@@ -309,7 +379,7 @@ def test_servicemonitor_selects_the_service_and_its_named_port() -> None:
     service = _one("Service")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+    assert "namespaceSelector" not in monitor["spec"]  # its own namespace: follows the overlay
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
@@ -343,7 +413,7 @@ def test_prometheusrule_groups_are_identical_to_prometheus_rules() -> None:
     rule = _one("PrometheusRule")
     assert rule["spec"]["groups"] == groups
     # Byte for byte what the generator writes, so a hand edit is caught too.
-    assert (K8S / "prometheusrule.yaml").read_text(encoding="utf-8") == render_rules.render(groups)
+    assert (BASE / "prometheusrule.yaml").read_text(encoding="utf-8") == render_rules.render(groups)
     assert render_rules.main(["--check"]) == 0
 
 
