@@ -137,3 +137,21 @@ def test_overhead_run_measures_exporter_and_node_exporter() -> None:
     assert ours.series > 20 and node.series > 20
     assert ours.scrape_ms is not None and node.scrape_ms is not None
     assert ours.cpu_percent >= 0.0
+
+
+def test_series_per_realistic_node_follow_the_pods_not_the_processes() -> None:
+    from benchmarks import series
+
+    procs, pods = series.realistic_node()
+    containers = {p.cgroup for p in procs if p.cgroup}
+    by_pod = series.count_series("pod", "pod", ticks=3)
+    # Kubernetes manifests: GPU series per (GPU, pod) x 4 metrics; CPU series per pod, plus one
+    # "system" series for the 350 host processes, x 3 metrics.
+    assert by_pod.by_family["footprint_process_gpu_energy_joules_total"] == 8
+    assert by_pod.by_family["footprint_process_cpu_energy_joules_total"] == len(pods) + 1
+    defaults = series.count_series("pid", "workload", ticks=3)
+    assert defaults.by_family["footprint_process_gpu_energy_joules_total"] == 8  # one process per GPU
+    assert defaults.by_family["footprint_process_cpu_energy_joules_total"] == len(containers) + 1
+    before = series.count_series("pid", "pid", ticks=3)
+    assert before.by_family["footprint_process_cpu_energy_joules_total"] == len(procs)
+    assert by_pod.series < defaults.series < before.series / 5
