@@ -11,9 +11,11 @@ receives pod specs, so no environment value of any workload reaches it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -115,10 +117,9 @@ class ApiServerPods:
         self._stop.set()
         response = self._response
         if response is not None:
-            response.close()  # unblocks a watch waiting for the next event
+            _shutdown(response)
         if self._thread is not None:
             self._thread.join(timeout)
-        self._session.close()
 
     def run(self) -> None:
         delay = self.retry_s
@@ -304,6 +305,19 @@ def _lines(response: requests.Response) -> Iterator[bytes]:
             raise ValueError("watch event larger than 8 MiB")
     if pending.strip():
         yield pending
+
+
+def _shutdown(response: requests.Response) -> None:
+    """Unblock a watch waiting for its next event, from another thread.
+
+    Closing the response there can wait on the reading thread's TLS lock; shutting the socket down
+    makes the blocked read return at once, and the watch thread then ends by itself.
+    """
+    connection = getattr(response.raw, "connection", None) or getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _brief(exc: BaseException) -> str:

@@ -114,7 +114,7 @@ def test_expired_version_relists_and_counts_it(fake: Served, as_status: bool) ->
 
 
 def test_thread_follows_changes_until_stopped(fake: Served) -> None:
-    pods = pods_of(fake)
+    pods = pods_of(fake, watch_timeout_s=300)  # stop must not wait for the server to end the watch
     pods.start()
     try:
         wait_for(lambda: pods.health.read()[0])
@@ -124,6 +124,7 @@ def test_thread_follows_changes_until_stopped(fake: Served) -> None:
         started = time.monotonic()
         pods.stop()
         assert time.monotonic() - started < 5
+        assert pods._thread is not None and not pods._thread.is_alive()
 
 
 def test_bad_token_is_unauthorized_and_retried(fake: Served) -> None:
