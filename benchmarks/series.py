@@ -203,7 +203,10 @@ CONFIGS = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--overhead", type=float, metavar="SECONDS", help="also measure RSS and CPU as deployed"
+    )
+    args = parser.parse_args(argv)
     procs, pods = realistic_node()
     print(f"node: 8 GPUs, {len(pods)} pods, {len(procs)} processes ({HOST_PROCESSES} on the host)")
     for title, group_by, cpu_group_by in CONFIGS:
@@ -212,7 +215,104 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{title}: {c.series} series ({process} per-process/pod), scrape {c.scrape_bytes / 1024:.1f} KiB"
         )
+    if args.overhead:
+        o = overhead(args.overhead)
+        print(
+            f"as deployed (lookups live, real /proc): RSS median {o['rss_mb_median']:.1f} MB, "
+            f"max {o['rss_mb_max']:.1f} MB, CPU {o['cpu_percent']:.2f} % of a core, {o['series']:.0f} series"
+        )
     return 0
+
+
+def overhead(duration_s: float = 60.0) -> dict[str, float]:
+    """Resident memory and CPU of the exporter run as the DaemonSet runs it, with its lookups live.
+
+    A looping replay trace of the node's 8 GPUs stands in for NVML (the simulated source names its
+    own pods and would bypass the lookups); a fake API server (HTTPS, watch) and a fake pod-resources
+    socket (real gRPC) answer the lookups; CPU attribution reads this machine's real /proc.
+    """
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+    import requests
+
+    from tests.fake_apiserver import FakeApiServer, serve
+    from tests.fake_podresources import Container, FakeKubelet, PodResources
+    from tests.fake_podresources import serve as serve_kubelet
+    from tests.prom_procs import free_port
+
+    procs, pods = realistic_node()
+    gpus = NodeGpus(procs)
+    api = FakeApiServer()
+    for uid, (name, namespace) in pods.items():
+        api.add(name, namespace, "gpu-node-1", uid=uid)
+    owners = {"train-llm-0": range(4), "vllm-0": range(4, 6), "vllm-1": range(6, 8)}
+
+    def uuid(g: int) -> str:
+        return f"GPU-{g:08x}-0000-4000-8000-000000000000"
+
+    kubelet = FakeKubelet(
+        pods=[
+            PodResources(name, ns, [Container("main", {"nvidia.com/gpu": [uuid(g) for g in owners[name]]})])
+            for name, ns in pods.values()
+            if name in owners
+        ]
+    )
+    with tempfile.TemporaryDirectory(prefix="series-overhead-") as tmp_name:
+        tmp = Path(tmp_name)
+        lines = []
+        for k in range(121):
+            row = []
+            for g, samples in gpus.by_gpu.items():
+                power = 550.0 + 50.0 * ((k + g) % 3)
+                processes = [{"pid": p.pid, "comm": p.comm, "user": "ml", "sm_util": 0.9, "cgroup": p.cgroup}
+                             for p in samples]  # fmt: skip
+                row.append({"index": g, "uuid": uuid(g), "power_w": power, "processes": processes})
+            lines.append(json.dumps({"t": float(k), "gpus": row}))
+        (tmp / "trace.jsonl").write_text("\n".join(lines) + "\n")
+        with serve(tmp, api) as served, serve_kubelet(tmp / "kubelet.sock", kubelet):
+            port = free_port()
+            cmd = [
+                sys.executable, "-m", "exporter", "--source.gpu=replay", "--source.gpu.replay.loop",
+                f"--source.gpu.replay.file={tmp / 'trace.jsonl'}", f"--web.listen-address=127.0.0.1:{port}",
+                "--attribution.group-by=pod", "--attribution.cpu-group-by=pod",
+                "--kubernetes.node-name=gpu-node-1", f"--kubernetes.apiserver-url={served.url}",
+                f"--kubernetes.token-file={served.token_file}", f"--kubernetes.ca-file={served.ca_file}",
+                f"--kubernetes.pod-resources-socket={tmp / 'kubelet.sock'}",
+            ]  # fmt: skip
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                            break
+                    except requests.RequestException:
+                        time.sleep(0.2)
+                ps = psutil.Process(proc.pid)
+                time.sleep(5)
+                requests.get(url + "/metrics", timeout=10)
+                cpu0, started, rss = sum(ps.cpu_times()[:2]), time.monotonic(), []
+                next_scrape = started
+                while time.monotonic() - started < duration_s:
+                    rss.append(ps.memory_info().rss / 1048576)
+                    if time.monotonic() >= next_scrape:
+                        body = requests.get(url + "/metrics", timeout=10).text
+                        next_scrape += 15.0
+                    time.sleep(0.5)
+                cpu = (sum(ps.cpu_times()[:2]) - cpu0) / (time.monotonic() - started) * 100
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+    rss.sort()
+    series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+    return {"rss_mb_median": rss[len(rss) // 2], "rss_mb_max": rss[-1], "cpu_percent": cpu, "series": series}
 
 
 if __name__ == "__main__":
