@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+import os
 import struct
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LIBRARY_NAMES = ("libcuda.so.1", "libcuda.so")
+# A libcuda elsewhere than the loader's search path (or the tests' fake): its path in this variable.
+LIBRARY_ENV = "FOOTPRINT_LIBCUDA"
 KERNEL_NAME = "footprint_spin"
 # FMA chains per loop iteration in the kernel, and its constants (float32 bit patterns): each chain
 # runs a <- a * MULTIPLIER + ADDEND, which stays finite however long it runs.
@@ -213,7 +216,10 @@ class CudaDriver:
                 fn.argtypes = argtypes
 
     @classmethod
-    def open(cls, names: tuple[str, ...] = LIBRARY_NAMES) -> CudaDriver:
+    def open(cls, names: tuple[str, ...] | None = None) -> CudaDriver:
+        if names is None:
+            override = os.environ.get(LIBRARY_ENV, "")
+            names = (override,) if override else LIBRARY_NAMES
         errors = []
         for name in names:
             try:
