@@ -27,7 +27,7 @@ cd "$repo" || exit 0
     echo "nvidia-smi: not found (the kit needs only libnvidia-ml and libcuda)"
   fi
   echo "== self-check"
-  timeout --kill-after=15 150 "$PYTHON" -m exporter.validate_gpu --selfcheck-only --out "$out/selfcheck"
+  timeout --kill-after=15 120 "$PYTHON" -m exporter.validate_gpu --selfcheck-only --out "$out/selfcheck"
   echo "== self-check exit status $?"
   echo "== full kit ${KIT_ARGS}"
   # shellcheck disable=SC2086 # KIT_ARGS holds several arguments on purpose

@@ -113,7 +113,7 @@ class SimulatedLoad:
         self.started: dict[str, int] = {}
         self.stopped = False
 
-    def selfcheck(self) -> dict[str, Any]:
+    def selfcheck(self, timeout_s: float) -> dict[str, Any]:
         if self.selfcheck_error:
             return {
                 "ok": False,
@@ -126,7 +126,7 @@ class SimulatedLoad:
             "launch_ms": self.launch_s * 1000,
         }
 
-    def start(self, tags_mib: dict[str, int]) -> dict[str, WorkerInfo]:
+    def start(self, tags_mib: dict[str, int], timeout_s: float) -> dict[str, WorkerInfo]:
         if self.start_error:
             raise LoadError(self.start_error)
         infos = {}

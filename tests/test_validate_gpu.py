@@ -147,6 +147,7 @@ def test_update_periods_are_the_boards(full: Run) -> None:
         # The field values carry NVML's own timestamps: exact.
         assert periods["power_instant_timestamp"]["median"] == pytest.approx(40.0, abs=1e-6)
         assert periods["energy_counter"]["changes"] >= 25
+        assert periods["energy_counter"]["poll_ms_achieved"] == pytest.approx(2.0)
 
 
 def test_counter_energy_and_integrated_power_per_phase(full: Run) -> None:

@@ -277,7 +277,7 @@ def test_workers_report_selfcheck_calibrate_and_run_at_3_to_1(
 ) -> None:
     monkeypatch.setenv(cuda.LIBRARY_ENV, str(fake_libcuda))
     load = CudaLoad("00000000:18:00.0", 0, 5.0)
-    check = load.selfcheck()
+    check = load.selfcheck(60.0)
     assert check["ok"], check
     assert [s["step"] for s in check["steps"]] == [
         "dlopen",
@@ -291,7 +291,7 @@ def test_workers_report_selfcheck_calibrate_and_run_at_3_to_1(
     ]
     assert check["output_ok"] is True and check["device"]["matched_pci"] is True
     try:
-        workers = load.start({"A": 8, "B": 4})
+        workers = load.start({"A": 8, "B": 4}, 60.0)
         assert workers["A"].iters == workers["B"].iters > 0  # B runs the rounds A calibrated
         assert workers["A"].tag_bytes == 8 << 20 and workers["A"].pid != workers["B"].pid
         assert workers["A"].launch_ms > 0
@@ -313,11 +313,11 @@ def test_workers_report_selfcheck_calibrate_and_run_at_3_to_1(
 def test_workers_without_libcuda_report_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(cuda.LIBRARY_ENV, "/nonexistent/libcuda.so.1")
     load = CudaLoad("", 0, 5.0)
-    check = load.selfcheck()
+    check = load.selfcheck(60.0)
     assert check["ok"] is False
     assert check["steps"][-1]["step"] == "dlopen" and "LIBRARY_NOT_FOUND" in check["steps"][-1]["error"]
     with pytest.raises(LoadError, match="dlopen: LIBRARY_NOT_FOUND"):
-        load.start({"A": 1})
+        load.start({"A": 1}, 60.0)
     load.stop()
 
 
@@ -328,5 +328,5 @@ def test_worker_with_a_bad_ptx_says_so_before_ready(
     monkeypatch.setenv("FAKE_CUDA_PTX_ERROR", "illegal instruction")
     load = CudaLoad("", 0, 5.0)
     with pytest.raises(LoadError, match=r"CUDA_ERROR_INVALID_PTX.*illegal instruction"):
-        load.start({"A": 1})
+        load.start({"A": 1}, 60.0)
     load.stop()

@@ -321,7 +321,10 @@ class Kit:
             self._need_nvml()
             if self.load is None:
                 raise Skipped("the CUDA self-check failed, so no worker is started")
-            self.workers = self.load.start({"A": o.tag_a_mib, "B": o.tag_b_mib})
+            self._fits(10.0)
+            self.workers = self.load.start(
+                {"A": o.tag_a_mib, "B": o.tag_b_mib}, max(10.0, min(60.0, self._left() / 3))
+            )
             self.report["workers"] = {name: info.to_json() for name, info in self.workers.items()}
             self._map_pids()
         shared = {"A": Duty(0.0, o.duty_a), "B": Duty(o.duty_a, o.duty_b)}
@@ -455,7 +458,8 @@ class Kit:
     def _cuda_selfcheck(self) -> None:
         pci = self.report["gpu"].get("pci_bus_id")
         load = self.e.load_factory(pci if isinstance(pci, str) else "", self.o.gpu, self.o.launch_ms)
-        result = load.selfcheck()
+        # CUDA initialisation and the JIT take seconds; a hang must not eat the whole time budget.
+        result = load.selfcheck(max(10.0, min(90.0, self._left())))
         self.report["selfcheck"]["cuda"] = result
         for s in result.get("steps", []):
             self.say(
@@ -510,10 +514,10 @@ class Kit:
             raise Skipped("the exporter's NVML source did not start")
         o, clock = self.o, self.e.clock
         lead = 0.3 if plan else 0.0
+        start = clock() + lead
         if plan:
             assert self.load is not None
-            self.load.run(plan, lead, duration, o.period_s)
-        start = clock() + lead
+            self.load.run(plan, start - clock(), duration, o.period_s)
         end = start + duration
         phase: dict[str, Any] = {
             "name": name,

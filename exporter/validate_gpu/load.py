@@ -52,12 +52,13 @@ class WorkerInfo:
 class Load(Protocol):
     """What the kit needs from a GPU load; the CUDA one below, a simulated one in the tests."""
 
-    def selfcheck(self) -> dict[str, Any]:
+    def selfcheck(self, timeout_s: float) -> dict[str, Any]:
         """Load the kernel once and launch it; {"ok": bool, "steps": [...], ...}. Never raises."""
         ...
 
-    def start(self, tags_mib: dict[str, int]) -> dict[str, WorkerInfo]:
-        """Start one worker per name (holding ``tags_mib`` extra MiB), loaded and calibrated."""
+    def start(self, tags_mib: dict[str, int], timeout_s: float) -> dict[str, WorkerInfo]:
+        """Start one worker per name (holding ``tags_mib`` extra MiB), loaded and calibrated, each
+        within ``timeout_s``."""
         ...
 
     def run(self, plan: dict[str, Duty], delay_s: float, duration_s: float, period_s: float) -> None:
@@ -163,16 +164,16 @@ class CudaLoad:
             *extra,
         ]
 
-    def selfcheck(self) -> dict[str, Any]:
+    def selfcheck(self, timeout_s: float) -> dict[str, Any]:
         worker = _Worker("selfcheck", self._argv("--selfcheck"), self.env)
         try:
-            return worker.expect(("selfcheck",), 180.0)
+            return worker.expect(("selfcheck",), timeout_s)
         except LoadError as exc:
             return {"ok": False, "steps": [{"step": "worker", "ok": False, "error": str(exc)}]}
         finally:
             worker.end()
 
-    def start(self, tags_mib: dict[str, int]) -> dict[str, WorkerInfo]:
+    def start(self, tags_mib: dict[str, int], timeout_s: float) -> dict[str, WorkerInfo]:
         infos: dict[str, WorkerInfo] = {}
         iters = 0
         for name, tag in tags_mib.items():
@@ -180,7 +181,7 @@ class CudaLoad:
             # that launches compare as units of work.
             extra = ["--tag-mib", str(tag)] + (["--iters", str(iters)] if iters else [])
             worker = self.workers[name] = _Worker(name, self._argv(*extra), self.env)
-            msg = worker.expect(("ready", "error"), 180.0)
+            msg = worker.expect(("ready", "error"), timeout_s)
             if msg["event"] == "error":
                 raise LoadError(f"worker {name}: {msg.get('error')}")
             iters = int(msg["iters"])
