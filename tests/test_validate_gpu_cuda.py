@@ -269,6 +269,27 @@ def test_duty_cycle_stops_at_a_cuda_error() -> None:
     assert result.launches == 2 and "CUDA_ERROR_LAUNCH_FAILED" in result.error
 
 
+def test_duty_cycle_ends_early_when_told_to_stop() -> None:
+    clock = Clock()
+
+    def launch() -> None:
+        clock.now += 0.005
+
+    result = run_duty(
+        launch,
+        clock=clock,
+        sleep=clock.sleep,
+        start=0.0,
+        end=60.0,
+        period_s=0.2,
+        offset=0.0,
+        busy=0.75,
+        launch_estimate_s=0.005,
+        should_stop=lambda: clock.now >= 0.5,  # e.g. the kit that started the worker is gone
+    )
+    assert result.periods == 3 and clock.now < 1.0
+
+
 # ---------------------------------------------------------------------- worker processes
 
 

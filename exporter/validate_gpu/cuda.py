@@ -544,19 +544,20 @@ def run_duty(
     offset: float,
     busy: float,
     launch_estimate_s: float,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> DutyResult:
     """Compute during [offset, offset + busy) of every period from ``start`` to ``end``, idle otherwise.
 
     A launch starts only if it is expected to end no later than half a launch after its window, so a
     window is filled to within half a launch on average; two workers with windows side by side then
-    share the GPU by time without overlapping much.
+    share the GPU by time without overlapping much. ``should_stop`` is asked once a period.
     """
     result = DutyResult()
     estimate = max(launch_estimate_s, 1e-6)
     k = 0
     while True:
         period_start = start + k * period_s
-        if period_start >= end - 1e-9:
+        if period_start >= end - 1e-9 or should_stop():
             break
         k += 1
         window_start = period_start + offset * period_s

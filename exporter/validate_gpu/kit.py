@@ -221,8 +221,14 @@ class Kit:
         tmp = self.dir / (REPORT_JSON + ".tmp")
         tmp.write_text(json.dumps(self.report, indent=2, default=str) + "\n", encoding="utf-8")
         os.replace(tmp, self.dir / REPORT_JSON)
+        try:
+            markdown = render_markdown(self.report)
+        except Exception as exc:  # the JSON holds everything; a rendering bug must not lose it
+            markdown = (
+                f"# GPU validation report\n\nreport.md could not be rendered ({exc!r}); see report.json.\n"
+            )
         tmp_md = self.dir / (REPORT_MD + ".tmp")
-        tmp_md.write_text(render_markdown(self.report), encoding="utf-8")
+        tmp_md.write_text(markdown, encoding="utf-8")
         os.replace(tmp_md, self.dir / REPORT_MD)
 
     @contextlib.contextmanager

@@ -99,6 +99,7 @@ def serve(args: argparse.Namespace) -> int:
     except CudaError as exc:
         _emit({"event": "error", "step": exc.call, "error": str(exc), "pid": os.getpid()})
         return 1
+    parent = os.getppid()
     _emit(
         {
             "event": "ready",
@@ -139,6 +140,8 @@ def serve(args: argparse.Namespace) -> int:
                 offset=offset,
                 busy=busy,
                 launch_estimate_s=launch_s,
+                # A kit killed outright cannot say stop: do not keep loading the GPU without it.
+                should_stop=lambda: os.getppid() != parent,
             )
             _emit({"event": "done", **result.to_json()})
     finally:
