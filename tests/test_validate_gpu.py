@@ -136,6 +136,90 @@ def test_full_run_completes_within_the_time_budget_and_writes_every_file(full: R
     assert "split A: measured 75." in summary and "status: complete" in summary
 
 
+def test_report_json_schema(full: Run) -> None:
+    """The keys and types a reader of report.json (and the docs) rely on."""
+    report = full.report
+    top = {
+        "schema": str,
+        "status": str,
+        "started_at": str,
+        "finished_at": str,
+        "wall_s": float,
+        "options": dict,
+        "environment": dict,
+        "gpu": dict,
+        "steps": list,
+        "failed_steps": list,
+        "selfcheck": dict,
+        "workers": dict,
+        "pid_mapping": dict,
+        "phases": list,
+        "update_periods": dict,
+        "process_samples": dict,
+        "costs": dict,
+        "split": dict,
+        "replay_check": dict,
+        "files": dict,
+    }
+    assert set(report) == set(top)
+    for key, kind in top.items():
+        assert isinstance(report[key], kind), key
+    for step in report["steps"]:
+        assert {"name", "status", "start_s", "duration_s"} <= set(step)
+    for key in (
+        "index",
+        "name",
+        "uuid",
+        "pci_bus_id",
+        "driver_version",
+        "nvml_version",
+        "cuda_driver_version",
+    ):
+        assert key in report["gpu"], key
+    assert set(report["selfcheck"]) == {"nvml", "cuda"}
+    assert set(report["workers"]) == {"A", "B"}
+    assert {"pid", "iters", "launch_ms", "tag_bytes", "device"} <= set(report["workers"]["A"])
+    for phase in report["phases"]:
+        assert {
+            "name",
+            "plan",
+            "period_s",
+            "start_s",
+            "duration_s",
+            "energy",
+            "process_samples",
+            "attribution",
+        } <= set(phase)
+        assert {
+            "counter_j",
+            "span_s",
+            "counter_mean_w",
+            "power_usage",
+            "power_instant",
+            "power_average",
+        } <= set(phase["energy"])
+        assert {"integral_j", "over_counter", "integral_at_tick_j", "at_tick_over_counter"} <= set(
+            phase["energy"]["power_usage"]
+        )
+        assert {
+            "gpu_j",
+            "unattributed_j",
+            "by_pid",
+            "by_worker",
+            "share_of_attributed",
+            "share_of_gpu",
+        } <= set(phase["attribution"])
+    for signal in ("energy_counter", "power_usage", "power_instant", "power_average"):
+        assert {"n", "median", "p90", "min", "max", "changes", "polls", "poll_ms", "poll_ms_achieved"} <= set(
+            report["update_periods"]["shared"][signal]
+        )
+    assert {"nvml_calls_per_read", "other_nvml_calls", "nvml_floor_us", "source_read", "sampler_tick"} <= set(
+        report["costs"]
+    )
+    assert {"measured_share_A", "nominal_share_A", "work_share_A", "busy_share_A"} <= set(report["split"])
+    assert report["files"] == {"trace": "trace.jsonl", "samples": "samples.jsonl", "polls": "polls.jsonl.gz"}
+
+
 def test_update_periods_are_the_boards(full: Run) -> None:
     for phase in ("idle", "shared"):
         periods = full.report["update_periods"][phase]
