@@ -181,3 +181,17 @@ class Snapshot:
     state_saves_total: int = 0
     state_save_errors_total: int = 0
     last_state_save_timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReading:
+    """Whole-node input power (and, where the BMC keeps one, its energy counter) read once from the BMC.
+
+    ``energy_j`` is a cumulative counter in joules as the BMC reports it (it may be coarse, may restart
+    when the BMC resets); None when the BMC has no energy counter. ``parts`` says which resources the
+    figures came from, e.g. ``("System.Embedded.1:Power/PowerControl",)``, for the info metric and logs.
+    """
+
+    power_w: float | None
+    energy_j: float | None = None
+    parts: tuple[str, ...] = ()
