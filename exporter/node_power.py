@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from exporter.energy import integrate_power
 from exporter.model import NodeReading, SourceStatus
@@ -234,3 +235,93 @@ class NodePoller:
         if self._thread is not None:
             self._thread.join(timeout=timeout)
         self.source.close()
+
+
+class NodeAccount:
+    """Node totals, and the node energy that the GPU, CPU and DRAM readings do not cover ("unmetered").
+
+    The sampler records the components' energy every tick (``components``) and hands over each node
+    interval (``add``). An interval's unmetered energy is its node energy minus the components' energy
+    over exactly its span, interpolated between ticks. An interval whose node energy is below the
+    components' is a data-quality error (counted); its shortfall is paid back from the next intervals'
+    unmetered energy (up to one interval's node energy, so the BMC's averaging lag cannot make the
+    counter run high while a real, lasting shortfall does not hold it at zero for ever). So the counter
+    never goes down, and over a span where it grows it grows by exactly node minus components.
+    """
+
+    def __init__(self, keep_s: float = 120.0) -> None:
+        self.keep_s = keep_s
+        self.energy_j = 0.0
+        self.unmetered_j = 0.0
+        self.grams = 0.0
+        self.unmetered_grams = 0.0
+        self.below_components = 0
+        self.not_compared = 0
+        self._deficit_j = 0.0
+        self._cumulative_j = 0.0
+        # (monotonic time of a tick, components' cumulative joules then, whether every component was read)
+        self._history: deque[tuple[float, float, bool]] = deque(maxlen=100_000)
+
+    def components(self, now: float, joules: float, complete: bool) -> None:
+        self._cumulative_j += joules
+        self._history.append((now, self._cumulative_j, complete))
+        while len(self._history) > 2 and self._history[1][0] < now - self.keep_s:
+            self._history.popleft()
+
+    def component_energy(self, t0: float, t1: float) -> float | None:
+        """GPU + CPU + DRAM joules over [t0, t1], or None when the ticks do not cover it completely."""
+        ticks = list(self._history)
+        if len(ticks) < 2 or t1 < t0 or ticks[0][0] > t0 or ticks[-1][0] < t1:
+            return None
+        spans = list(pairwise(ticks))
+        if any(tb > t0 and ta < t1 and not complete for (ta, _, _), (tb, _, complete) in spans):
+            return None  # a component source failed during the span: its energy is missing there
+
+        def cumulative_at(t: float) -> float:
+            for (ta, ca, _), (tb, cb, _) in spans:
+                if ta <= t <= tb:
+                    return ca + (cb - ca) * ((t - ta) / (tb - ta) if tb > ta else 1.0)
+            raise AssertionError(t)
+
+        return cumulative_at(t1) - cumulative_at(t0)
+
+    def add(self, interval: NodeInterval, grams_per_j: float) -> float:
+        """Account one node interval; returns the unmetered joules it added."""
+        self.energy_j += interval.energy_j
+        self.grams += interval.energy_j * grams_per_j
+        components = self.component_energy(interval.t0, interval.t1) if interval.complete else None
+        if components is None:
+            self.not_compared += 1
+            return 0.0
+        if interval.energy_j < components:
+            self.below_components += 1
+        excess = interval.energy_j - components - self._deficit_j
+        if excess > 0:
+            self._deficit_j = 0.0
+        else:
+            self._deficit_j = min(-excess, interval.energy_j)
+            excess = 0.0
+        self.unmetered_j += excess
+        self.unmetered_grams += excess * grams_per_j
+        return excess
+
+    def dump(self) -> dict[str, float]:
+        return {
+            "energy_j": self.energy_j,
+            "unmetered_j": self.unmetered_j,
+            "grams": self.grams,
+            "unmetered_grams": self.unmetered_grams,
+        }
+
+    def load(self, raw: object) -> None:
+        """Continue from saved totals; ValueError when they are not ours."""
+        if not isinstance(raw, dict):
+            raise ValueError("node totals must be an object")
+        values = {}
+        for key in ("energy_j", "unmetered_j", "grams", "unmetered_grams"):
+            value = raw.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"node {key} must be a non-negative number")
+            values[key] = float(value)
+        self.energy_j, self.unmetered_j = values["energy_j"], values["unmetered_j"]
+        self.grams, self.unmetered_grams = values["grams"], values["unmetered_grams"]

@@ -9,9 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.model import NodeReading
+from exporter.carbon.config import parse_carbon_config
+from exporter.carbon.service import CarbonService
+from exporter.collector import SnapshotCollector
+from exporter.model import CpuReading, GpuReading, NodeReading
 from exporter.node_power import NodeEnergyIntegrator, NodeInterval, NodePoller
+from exporter.sampler import Sampler
 from exporter.sources import SourceReadError
 from exporter.sources.bmc_credentials import BmcCredentials
 from exporter.sources.ipmi import IpmitoolDcmiSource
@@ -224,3 +229,166 @@ def test_ipmi_energy_within_half_a_percent_of_the_truth(tmp_path: Path) -> None:
     assert first is not None and last is not None
     truth = energy(last) - energy(first)
     assert abs(measured - truth) / truth < 0.005
+
+
+class ScriptedGpu:
+    """One GPU drawing 300 W with an energy counter; ``up`` False makes its next reads fail."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.up = True
+
+    def read(self, now: float) -> list[GpuReading]:
+        return [GpuReading(0, "GPU-0", "NVIDIA H100", power_w=300.0, energy_j=300.0 * now, up=self.up)]
+
+    def close(self) -> None:
+        pass
+
+
+class SteadyCpu:
+    name = "rapl"
+
+    def read(self, now: float) -> list[CpuReading]:
+        return [
+            CpuReading("package-0", "rapl", 40.0 * now, 40.0),
+            CpuReading("package-0-dram", "rapl", 10.0 * now, 10.0),
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def node_run(
+    watts: list[float],
+    carbon: CarbonService | None = None,
+    gpu: ScriptedGpu | None = None,
+    down_between: tuple[float, float] | None = None,
+) -> Sampler:
+    """Ticks every second for 10 s per node reading; the BMC is read at t = 0, 10, 20, ... (watts[k])."""
+    clock = Clock(0.0)
+    readings = [NodeReading(w) for w in watts]
+    poller = NodePoller(ScriptedSource(readings), interval_s=10.0, clock=clock)
+    gpu = gpu or ScriptedGpu()
+    sampler = Sampler(
+        gpu, SteadyCpu(), carbon, clock=clock, wall_clock=lambda: 1_700_000_000.0 + clock.t, node=poller
+    )
+    for second in range(10 * (len(watts) - 1) + 1):
+        clock.t = float(second)
+        if second % 10 == 0:
+            poller.poll_once()
+        if down_between is not None:
+            gpu.up = not (down_between[0] < second <= down_between[1])
+        sampler.tick()
+    return sampler
+
+
+def test_unmetered_against_hand_computed_values() -> None:
+    # Components: GPU 300 W + CPU package 40 W + DRAM 10 W = 350 W, so 3500 J per 10 s interval.
+    # Node readings 500, 500, 100, 900, 500 W, trapezoid per interval: 5000, 3000, 5000, 7000 J.
+    #   [0,10]  5000 - 3500 = +1500            -> unmetered 1500
+    #   [10,20] 3000 - 3500 = -500  (below)    -> 0, owed 500
+    #   [20,30] 5000 - 3500 = +1500, less 500  -> 1000
+    #   [30,40] 7000 - 3500 = +3500            -> 3500
+    sampler = node_run([500.0, 500.0, 100.0, 900.0, 500.0])
+    node = sampler.snapshot.node
+    assert node is not None
+    assert node.energy_j_total == pytest.approx(20_000.0)
+    assert node.unmetered_energy_j_total == pytest.approx(1500.0 + 0.0 + 1000.0 + 3500.0)
+    # Over the whole run node - components = 20000 - 14000: nothing lost, nothing counted twice.
+    components = sum(g.energy_j_total for g in sampler.snapshot.gpus) + sum(
+        c.energy_j_total for c in sampler.snapshot.cpus
+    )
+    assert components == pytest.approx(14_000.0)
+    assert node.unmetered_energy_j_total == pytest.approx(node.energy_j_total - components)
+    assert (node.below_components_total, node.gaps_total) == (1, 0)
+    assert node.fresh and node.power_w == 500.0 and node.method == "redfish"
+
+
+def test_a_component_outage_is_not_counted_as_unmetered() -> None:
+    # The GPU fails between t=12 and t=15: [10,20] has no GPU figure for part of it and is not compared
+    # (else its 3 kJ of GPU energy would show up as unmetered).
+    sampler = node_run([500.0, 500.0, 500.0, 500.0], down_between=(12.0, 15.0))
+    node = sampler.snapshot.node
+    assert node is not None
+    assert node.energy_j_total == pytest.approx(15_000.0)
+    assert node.unmetered_energy_j_total == pytest.approx(1500.0 + 1500.0)
+    assert node.gaps_total == 1
+
+
+def test_unmetered_emissions_and_water_make_the_node_whole() -> None:
+    carbon = CarbonService(
+        parse_carbon_config(
+            {"zone": "DE", "pue": 1.25, "wue": 1.8, "providers": [{"type": "static", "grams_per_kwh": 400}]}
+        )
+    )
+    carbon.refresh_now()
+    sampler = node_run([500.0, 500.0, 500.0, 500.0], carbon=carbon)
+    snap = sampler.snapshot
+    node = snap.node
+    assert (
+        node is not None
+        and node.emissions_g_total is not None
+        and node.unmetered_emissions_g_total is not None
+    )
+    grams_per_j = 400.0 / 3.6e6 * 1.25
+    assert node.emissions_g_total == pytest.approx(15_000.0 * grams_per_j)
+    assert node.unmetered_emissions_g_total == pytest.approx(4500.0 * grams_per_j)
+    component_grams = sum(g.emissions_g_total for g in snap.gpus) + sum(
+        c.emissions_g_total for c in snap.cpus
+    )
+    assert component_grams + node.unmetered_emissions_g_total == pytest.approx(
+        node.emissions_g_total, rel=1e-9
+    )
+    # Site water: components' IT energy plus the unmetered part = the node's energy x WUE (no PUE).
+    assert snap.water_litres_total == pytest.approx(15_000.0 / 3.6e6 * 1.8)
+
+
+def test_node_totals_saved_and_restored() -> None:
+    sampler = node_run([500.0, 500.0, 500.0])
+    state = sampler.dump_state()
+    assert state["node"] == {
+        "energy_j": 10_000.0,
+        "unmetered_j": 3000.0,
+        "grams": 0.0,
+        "unmetered_grams": 0.0,
+    }
+    again = node_run([500.0])
+    again.restore_state(state)
+    again.tick()
+    node = again.snapshot.node
+    assert node is not None and (node.energy_j_total, node.unmetered_energy_j_total) == (10_000.0, 3000.0)
+    with pytest.raises(ValueError):
+        again.restore_state({"node": {"energy_j": -1.0}})
+
+
+def test_stale_node_is_left_out_of_the_scrape() -> None:
+    clock = Clock(0.0)
+    src = ScriptedSource(
+        [NodeReading(800.0, parts=("1U:power:EnvironmentMetrics",)), SourceReadError("timeout", "slow")]
+    )
+    poller = NodePoller(src, interval_s=10.0, clock=clock)
+    sampler = Sampler(None, SteadyCpu(), None, clock=clock, node=poller)
+    poller.poll_once()
+    sampler.tick()
+    text = exposition(sampler)
+    assert 'footprint_node_power_watts{method="redfish"} 800.0' in text
+    assert 'footprint_node_reading_info{method="redfish",part="1U:power:EnvironmentMetrics"} 1.0' in text
+    assert 'footprint_node_energy_basis_info{basis="node",method="redfish"} 1.0' in text
+    assert 'footprint_source_up{source="redfish"} 1.0' in text
+    for _ in range(4):
+        clock.t += 10.0
+        poller.poll_once()
+        sampler.tick()
+    text = exposition(sampler)
+    assert "footprint_node_power_watts" not in text and "footprint_node_energy_joules_total" not in text
+    assert 'footprint_node_energy_basis_info{basis="components",method="redfish"} 1.0' in text
+    assert 'footprint_source_up{source="redfish"} 0.0' in text
+    assert 'footprint_source_errors_total{kind="timeout",source="redfish"} 4.0' in text
+    assert 'footprint_source_up{source="rapl"} 1.0' in text  # the CPU carries on
+
+
+def exposition(sampler: Sampler) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: sampler.snapshot))
+    return generate_latest(registry).decode()
