@@ -197,9 +197,9 @@ def run_exporter(argv: Sequence[str]) -> int:
         carbon_cfg = parse_carbon_config(cfg.carbon_raw)
         web = load_web_config(cfg["web.config.file"])
         host, port = parse_listen_address(cfg["web.listen-address"])
+        node = build_node_poller(cfg)  # first: its credential errors must be the only line printed
         gpu_source = build_gpu_source(cfg)
         cpu_source = build_cpu_source(cfg)
-        node = build_node_poller(cfg)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
