@@ -183,11 +183,16 @@ class NodePoller:
             stats.parts = reading.parts
         return True
 
-    def drain(self) -> list[NodeInterval]:
-        """The intervals closed since the last call, oldest first."""
+    def drain(self, until: float = math.inf) -> list[NodeInterval]:
+        """The intervals closed since the last call that end by ``until``, oldest first.
+
+        The sampler passes the time of its tick: an interval that the poller closed while the tick was
+        running ends after it, and waits for the next tick (whose component figures cover it).
+        """
         with self._lock:
-            out = list(self._pending)
-            self._pending.clear()
+            out = []
+            while self._pending and self._pending[0].t1 <= until:
+                out.append(self._pending.popleft())
         return out
 
     def fresh(self, now: float) -> bool:

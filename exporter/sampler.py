@@ -326,7 +326,7 @@ class Sampler:
         account, carbon = self._node, self.carbon
         complete = all(c.up for c in self._sources.values()) and all(r.up for r in self._gpu_last.values())
         account.components(now, component_j, complete)
-        for interval in self.node.drain():
+        for interval in self.node.drain(until=now):
             grams_per_j = 0.0
             if carbon is not None:
                 span = carbon.segments("average", wall - (now - interval.t0), wall - (now - interval.t1))

@@ -392,3 +392,29 @@ def exposition(sampler: Sampler) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: sampler.snapshot))
     return generate_latest(registry).decode()
+
+
+def test_an_interval_closed_during_a_tick_waits_for_the_next_tick() -> None:
+    # The poller thread closes [0, 10.5] while the tick of t=10 runs: the components are known to 10 only,
+    # so the interval is compared at the next tick, not dropped as "not compared".
+    clock = Clock(0.0)
+    poller = NodePoller(ScriptedSource([NodeReading(500.0)]), interval_s=10.0, clock=clock)
+    sampler = Sampler(ScriptedGpu(), SteadyCpu(), None, clock=clock, node=poller)
+    for second in range(11):
+        clock.t = float(second)
+        if second == 0:
+            poller.poll_once()
+        sampler.tick()
+    clock.t = 10.5
+    poller.poll_once()
+    clock.t = 10.0
+    sampler.tick()  # a tick that began at 10.0
+    node = sampler.snapshot.node
+    assert node is not None and node.energy_j_total == 0.0
+    clock.t = 11.0
+    sampler.tick()
+    node = sampler.snapshot.node
+    assert node is not None
+    assert node.energy_j_total == pytest.approx(5250.0)
+    assert node.unmetered_energy_j_total == pytest.approx(5250.0 - 350.0 * 10.5)
+    assert node.gaps_total == 0
