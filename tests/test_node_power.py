@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from benchmarks.node import accuracy
 from exporter.carbon.config import parse_carbon_config
 from exporter.carbon.service import CarbonService
 from exporter.collector import SnapshotCollector
@@ -418,3 +419,16 @@ def test_an_interval_closed_during_a_tick_waits_for_the_next_tick() -> None:
     assert node.energy_j_total == pytest.approx(5250.0)
     assert node.unmetered_energy_j_total == pytest.approx(5250.0 - 350.0 * 10.5)
     assert node.gaps_total == 0
+
+
+def test_node_benchmark_accuracy_figures() -> None:
+    # Deterministic: readings every 10 s from the profiles, against their exact integrals.
+    errors = {(a.profile.split(":")[0].split(" ")[0], a.method): a.error_pct for a in accuracy(hours=1.0)}
+    assert abs(errors[("steady", "power only (trapezoid)")]) < 0.5
+    assert abs(errors[("training", "power only (trapezoid)")]) < 0.5
+    assert abs(errors[("training", "counter, 1 Wh")]) < 0.05
+    # A load switching every 7 s read every 10 s aliases: power alone is several percent off, the
+    # counter is not (the documented reason to prefer a BMC with an energy counter).
+    assert abs(errors[("bursty", "power only (trapezoid)")]) > 2.0
+    assert abs(errors[("bursty", "counter, 1 Wh")]) < 0.05
+    assert abs(errors[("bursty", "counter, 1 kWh")]) < 0.5
