@@ -158,7 +158,14 @@ def build_node_poller(cfg: Config) -> NodePoller | None:
             problem = ipmi_creds.problem()
             if problem:
                 raise ConfigError("source.node.ipmi", problem)
-        source = IpmitoolDcmiSource(ipmitool, host, ipmi_creds, cfg["source.node.ipmi.interface"], timeout)
+        source = IpmitoolDcmiSource(
+            ipmitool,
+            host,
+            ipmi_creds,
+            cfg["source.node.ipmi.interface"],
+            timeout,
+            privilege=cfg["source.node.ipmi.privilege"],
+        )
     return NodePoller(source, interval_s=cfg["source.node.interval"])
 
 

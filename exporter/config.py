@@ -132,6 +132,14 @@ FLAGS: tuple[Flag, ...] = (
         "FOOTPRINT_IPMI_USERNAME or the file below, password from FOOTPRINT_IPMI_PASSWORD or the file below.",
     ),
     Flag("source.node.ipmi.interface", "choice", "lanplus", "ipmitool LAN interface.", ("lanplus", "lan")),
+    Flag(
+        "source.node.ipmi.privilege",
+        "choice",
+        "ADMINISTRATOR",
+        "Session privilege ipmitool asks for over LAN (-L); ipmitool's default is ADMINISTRATOR, an "
+        "account with less needs its own level here.",
+        ("USER", "OPERATOR", "ADMINISTRATOR"),
+    ),
     Flag("source.node.ipmi.username-file", "str", None, "File holding the IPMI user name."),
     Flag("source.node.ipmi.password-file", "str", None, "File holding the IPMI password (ipmitool -f)."),
     Flag("path.procfs", "str", "/proc", "procfs mount point (containers: the host's /proc mounted here)."),
@@ -384,6 +392,12 @@ def _check_node(values: Mapping[str, Any]) -> None:
         if not url.startswith("https://") or len(url) <= len("https://"):
             raise ConfigError(
                 "source.node.redfish.url", f"must be an https:// URL (credentials go with it), got {url!r}"
+            )
+        if "@" in url.split("/")[2]:
+            # Never echo it: the part before @ is a user name and maybe a password.
+            raise ConfigError(
+                "source.node.redfish.url",
+                "must not carry credentials; use FOOTPRINT_REDFISH_USERNAME/_PASSWORD or the files",
             )
         if values["source.node.redfish.insecure-skip-verify"] and values["source.node.redfish.ca-file"]:
             raise ConfigError(

@@ -149,18 +149,9 @@ def test_lan_password_from_a_file_never_on_the_command_line(
     assert src.read().power_w == 1500.0
     argv = fake.calls()[0]["argv"]
     assert argv == [
-        "-I",
-        "lanplus",
-        "-H",
-        "10.0.0.7",
-        "-U",
-        "monitor",
-        "-f",
-        str(password),
-        "dcmi",
-        "power",
-        "reading",
-    ]
+        "-I", "lanplus", "-H", "10.0.0.7", "-L", "ADMINISTRATOR", "-U", "monitor", "-f", str(password),
+        "dcmi", "power", "reading",
+    ]  # fmt: skip
     assert "Lan-s3cret" not in " ".join(argv)
     assert fake.calls()[0]["env_password"] is False
 
@@ -172,9 +163,10 @@ def test_lan_password_from_the_environment_through_ipmi_password(
     monkeypatch.setenv("FOOTPRINT_IPMI_PASSWORD", "Env-s3cret")
     fake.scenario(user="monitor", password="Env-s3cret")
     creds = BmcCredentials("FOOTPRINT_IPMI_USERNAME", "FOOTPRINT_IPMI_PASSWORD")
-    src = IpmitoolDcmiSource(str(fake.path), host="10.0.0.7", credentials=creds)
+    src = IpmitoolDcmiSource(str(fake.path), host="10.0.0.7", credentials=creds, privilege="USER")
     assert src.read().power_w == 1500.0
     call = fake.calls()[0]
+    assert call["argv"][call["argv"].index("-L") + 1] == "USER"
     assert "-E" in call["argv"] and "Env-s3cret" not in " ".join(call["argv"])
     assert call["env_password"] is True
     assert "IPMI_PASSWORD" not in os.environ  # only the child gets it

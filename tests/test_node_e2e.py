@@ -91,6 +91,11 @@ def run_exporter(args: list[str], env: dict[str, str] | None = None) -> subproce
             CREDS,
             "source.node.redfish.insecure-skip-verify",
         ),
+        (
+            ["--source.node=redfish", "--source.node.redfish.url=https://root:hunter2@bmc/redfish/v1"],
+            CREDS,
+            "source.node.redfish.url",
+        ),
         (["--source.node=bmc"], {}, "--source.node"),
         (["--source.node.interval=10"], {}, "--source.node.interval"),
     ],
@@ -102,7 +107,7 @@ def test_bad_node_configuration_exits_2_with_one_line(args: list[str], env: dict
     assert len(lines) == 1 and lines[0].startswith("footprint-exporter: error:") and key in lines[0], (
         proc.stderr
     )
-    assert "s3cret" not in proc.stderr
+    assert "s3cret" not in proc.stderr and "hunter2" not in proc.stderr
 
 
 def test_ipmi_lan_without_credentials_exits_2(tmp_path: Path) -> None:

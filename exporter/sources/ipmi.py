@@ -115,12 +115,14 @@ class IpmitoolDcmiSource:
         interface: str = "lanplus",
         timeout_s: float = 10.0,
         run: Runner = subprocess.run,
+        privilege: str = "ADMINISTRATOR",
     ) -> None:
         self.ipmitool = ipmitool
         self.host = host
         self.credentials = credentials
         self.interface = interface
         self.timeout_s = timeout_s
+        self.privilege = privilege
         self._run = run
         self.runs_total = 0
 
@@ -130,7 +132,16 @@ class IpmitoolDcmiSource:
         args = [self.ipmitool]
         if self.host:
             assert self.credentials is not None
-            args += ["-I", self.interface, "-H", self.host, "-U", self.credentials.username()]
+            args += [
+                "-I",
+                self.interface,
+                "-H",
+                self.host,
+                "-L",
+                self.privilege,
+                "-U",
+                self.credentials.username(),
+            ]
             if (
                 os.environ.get(self.credentials.password_env, "").strip()
                 or not self.credentials.password_file

@@ -260,9 +260,15 @@ def _read_body(resp: requests.Response, deadline: float, clock: Callable[[], flo
     """The body, bounded in size and in total time (a read timeout alone lets a slow drip run on)."""
     chunks: list[bytes] = []
     size = 0
+    # read1 (urllib3 2): whatever has arrived, at least a byte, so a slowly dripping body meets the
+    # deadline check; urllib3 1.26 has no read1, and small reads come close.
+    read1 = getattr(resp.raw, "read1", None)
     while True:
-        # read1: whatever has arrived (at least a byte), so a slowly dripping body meets the deadline check
-        chunk = resp.raw.read1(65536, decode_content=True)
+        chunk = (
+            read1(65536, decode_content=True)
+            if read1 is not None
+            else resp.raw.read(1024, decode_content=True)
+        )
         if not chunk:
             break
         size += len(chunk)
