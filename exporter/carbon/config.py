@@ -15,7 +15,7 @@ from exporter.carbon.embodied import (
     EmbodiedFigure,
 )
 from exporter.durations import parse_duration
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, shown
 
 SIGNALS = ("average", "marginal")
 DEFAULT_URLS = {
@@ -110,23 +110,42 @@ def _check_keys(raw: Mapping[str, object], allowed: frozenset[str], key: str) ->
             raise ConfigError(f"{key}.{name}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
-def _number(value: object, key: str, minimum: float | None = None, strict_min: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(key, f"must be a number, got {value!r}")
+# No figure in this section comes near it (grams, kilograms, years); the ceiling keeps every number a
+# float that sums and products cannot overflow.
+MAX_NUMBER = 1e9
+MAX_DURATION = 365 * 86400.0
+
+
+def _number(
+    value: object,
+    key: str,
+    minimum: float | None = None,
+    strict_min: bool = False,
+    maximum: float = MAX_NUMBER,
+) -> float:
+    # Compared before any float(): an integer of 400 digits has no float (OverflowError).
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
+        raise ConfigError(key, f"must be a number, got {shown(value)}")
     if minimum is not None and (value <= minimum if strict_min else value < minimum):
-        raise ConfigError(key, f"must be {'>' if strict_min else '>='} {minimum:g}, got {value!r}")
+        raise ConfigError(key, f"must be {'>' if strict_min else '>='} {minimum:g}, got {shown(value)}")
+    if value > maximum:
+        raise ConfigError(key, f"must be <= {maximum:g}, got {shown(value)}")
     return float(value)
 
 
 def _string(value: object, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(key, f"must be a non-empty string, got {value!r}")
+        raise ConfigError(key, f"must be a non-empty string, got {shown(value)}")
     return value.strip()
 
 
 def _boolean(value: object, key: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(key, f"must be true or false, got {value!r}")
+        raise ConfigError(key, f"must be true or false, got {shown(value)}")
     return value
 
 
@@ -137,13 +156,15 @@ def _duration(value: object, key: str, positive: bool = True) -> float:
         raise ConfigError(key, str(exc)) from None
     if positive and seconds <= 0:
         raise ConfigError(key, "must be longer than 0s")
+    if seconds > MAX_DURATION:
+        raise ConfigError(key, f"must be at most 1y, got {shown(value)}")
     return seconds
 
 
 def _url(value: object, key: str) -> str:
     text = _string(value, key)
     if not text.startswith(("http://", "https://")):
-        raise ConfigError(key, f"must be an http:// or https:// URL, got {text!r}")
+        raise ConfigError(key, f"must be an http:// or https:// URL, got {shown(text)}")
     return text.rstrip("/")
 
 
@@ -158,7 +179,7 @@ def _provider(raw: object, key: str, zone: str) -> ProviderConfig:
     kind = _string(entry["type"], f"{key}.type")
     if kind not in PROVIDER_KEYS:
         raise ConfigError(
-            f"{key}.type", f"unknown provider type {kind!r} (one of: {', '.join(PROVIDER_KEYS)})"
+            f"{key}.type", f"unknown provider type {shown(kind)} (one of: {', '.join(PROVIDER_KEYS)})"
         )
     _check_keys(entry, PROVIDER_KEYS[kind], key)
 
@@ -167,7 +188,7 @@ def _provider(raw: object, key: str, zone: str) -> ProviderConfig:
             raise ConfigError(f"{key}.grams_per_kwh", "missing: a static provider needs a value")
         signal = _opt(entry, "signal", key, _string, "average")
         if signal not in SIGNALS:
-            raise ConfigError(f"{key}.signal", f"must be average or marginal, got {signal!r}")
+            raise ConfigError(f"{key}.signal", f"must be average or marginal, got {shown(signal)}")
         return ProviderConfig(
             type=kind,
             key=key,
@@ -206,7 +227,9 @@ def _provider(raw: object, key: str, zone: str) -> ProviderConfig:
         token_env, token_file = secret_pair("token")
         factor = _opt(entry, "emission_factor_type", key, _string, "lifecycle")
         if factor not in ("lifecycle", "direct"):
-            raise ConfigError(f"{key}.emission_factor_type", f"must be lifecycle or direct, got {factor!r}")
+            raise ConfigError(
+                f"{key}.emission_factor_type", f"must be lifecycle or direct, got {shown(factor)}"
+            )
         return replace(
             common,
             zone=_opt(entry, "zone", key, _string, zone).upper(),
@@ -242,7 +265,7 @@ def _provider(raw: object, key: str, zone: str) -> ProviderConfig:
 
 def _integer(value: object, key: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(key, f"must be a whole number from {low} to {high}, got {value!r}")
+        raise ConfigError(key, f"must be a whole number from {low} to {high}, got {shown(value)}")
     return value
 
 
@@ -286,11 +309,12 @@ def parse_carbon_config(raw: object) -> CarbonConfig:
     if embedded.lookup(zone) is None:
         raise ConfigError(
             "carbon.zone",
-            f"unknown zone {zone!r}: the embedded table has no row for it "
+            f"unknown zone {shown(zone)}: the embedded table has no row for it "
             "(use an ISO 3166 country code such as DE, WORLD, or a grid region such as US-CAL-CISO)",
         )
-    pue = _opt(section, "pue", "carbon", lambda v, k: _number(v, k, minimum=1.0), 1.0)
-    wue = _opt(section, "wue", "carbon", lambda v, k: _number(v, k, minimum=0.0), None)
+    # PUE above 5 or WUE above 20 L/kWh describe no data centre on record: a typo, not a site.
+    pue = _opt(section, "pue", "carbon", lambda v, k: _number(v, k, minimum=1.0, maximum=5.0), 1.0)
+    wue = _opt(section, "wue", "carbon", lambda v, k: _number(v, k, minimum=0.0, maximum=20.0), None)
     max_age = _opt(section, "max_age", "carbon", _duration, 3600.0)
     raw_providers = section.get("providers")
     if raw_providers is None:
