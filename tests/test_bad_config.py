@@ -227,3 +227,27 @@ def test_shown_never_formats_a_whole_huge_value() -> None:
     text = shown(nested)
     assert len(text) <= SHOWN_CHARS + 3 and time.process_time() - started < 1
     assert shown(10**5000).startswith("<an integer of about 50")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"budgets:\n  - name: \xff\n", "not UTF-8"),
+        (
+            f"budgets:\n  - name: b\n    selector: '{{namespace=\"a\"}}'\n    period: 30d\n"
+            f"    grams: {HUGE}\n".encode(),
+            "budgets[0] (b).grams: must be a positive number",
+        ),
+        (LAUGHS.replace("sample:\n  interval: *i", "budgets: *i").encode(), "aliases"),
+    ],
+)
+def test_bad_budgets_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, fragment: str
+) -> None:
+    from exporter.budgets import main as budgets_main
+
+    path = tmp_path / "budgets.yml"
+    path.write_bytes(content)
+    assert budgets_main(["check", "--budgets", str(path), "--rules-out", str(tmp_path / "r.yml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
