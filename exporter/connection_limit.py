@@ -77,8 +77,8 @@ class ConnectionLimiter:
                     self._warn(now, "refused a connection")
                     return False
                 del self._open[victim]
+                self.evicted += 1  # counted before the client can see it
                 _shut(victim)
-                self.evicted += 1
                 self._warn(now, "closed the oldest connection still waiting for its request")
             self._open[sock] = _Connection(now + self.header_timeout_s, waiting=True)
             return True
@@ -103,10 +103,10 @@ class ConnectionLimiter:
 
     def _expire(self, now: float) -> None:
         late = [s for s, c in self._open.items() if c.deadline <= now]
+        self.timed_out += len(late)  # counted before the clients can see it
         for sock in late:
             del self._open[sock]
             _shut(sock)
-        self.timed_out += len(late)
 
     def _warn(self, now: float, what: str) -> None:
         # Once a minute at most: a flood of connections must not become a flood of log lines.

@@ -260,11 +260,14 @@ def test_fifty_megabyte_trace_is_streamed(tmp_path: Path) -> None:
             fh.write(line)
             size += len(line)
             t += 1
+    # VmHWM, not getrusage: ru_maxrss survives exec, so a child started by a big pytest process
+    # would report the parent's size.
     script = (
-        "import resource, sys; from exporter.sources.replay import ReplayGpuSource\n"
+        "import re, sys; from exporter.sources.replay import ReplayGpuSource\n"
         "s = ReplayGpuSource(sys.argv[1]); s.read(0.0)\n"
         "energy = [s.read(float(k))[0].energy_j for k in range(0, int(s.duration) + 1, 7)][-1]\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, energy)"
+        "peak = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)\n"
+        "print(peak, energy)"
     )
     out = subprocess.run(
         [sys.executable, "-c", script, str(trace)], capture_output=True, text=True, timeout=300
