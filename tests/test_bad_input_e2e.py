@@ -215,7 +215,7 @@ def test_replay_that_ends_says_so_and_its_gpus_go_down(tmp_path: Path) -> None:
             samples, "footprint_gpu_power_watts", uuid="GPU-end"
         )  # no power served after the end
         energy = list(select(samples, "footprint_gpu_energy_joules_total", uuid="GPU-end").values())
-        assert energy == [pytest.approx(250.0 * 2.0, rel=0.06)]
+        assert energy == [pytest.approx(250.0 * 2.0, rel=1e-9)]  # every joule up to the end, no more
     finally:
         code, log = exporter.stop()
     assert code == 0 and "ended after 2s" in log
