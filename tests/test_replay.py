@@ -225,3 +225,14 @@ def test_play_reads_back_only_the_lines_it_needs(tmp_path: Path) -> None:
     source.read(0.0)
     assert source.read(10.6)[0].power_w == 200.0
     assert len(source._lines) <= 4
+
+
+def test_the_real_h200_trace_passes_every_check() -> None:
+    # Recorded on a lent H200 by the validation kit (tests/fixtures/real-gpu): the checks must not
+    # refuse what the recorder writes from real NVML readings.
+    run = Path(__file__).parent / "fixtures" / "real-gpu" / "h200-run1"
+    source = ReplayGpuSource(str(run / "trace.jsonl"))
+    report = json.loads((run / "report.json").read_text())["replay_check"]
+    assert source.duration == pytest.approx(report["trace_span_s"])
+    assert source.tracks[0].energy[-1] == pytest.approx(report["trace_energy_j"], rel=1e-12)
+    source.close()
