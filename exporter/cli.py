@@ -167,8 +167,17 @@ def run_exporter(argv: Sequence[str]) -> int:
             else (False, f"sampler stalled: last snapshot {age:.0f}s old")
         )
 
+    from exporter.carbon import central
+
+    def carbon_json() -> tuple[bytes, str]:
+        # Read from the sampler's snapshot, like /metrics: the values this exporter accounts with.
+        doc = central.payload(carbon.zone, sampler.snapshot.intensities, time.time())
+        return json.dumps(doc).encode(), "application/json"
+
     try:
-        server = serve(host, port, registry, web, cfg["web.telemetry-path"], healthy)
+        server = serve(
+            host, port, registry, web, cfg["web.telemetry-path"], healthy, {central.PATH: carbon_json}
+        )
     except OSError as exc:
         print(
             f"{PROG}: error: web.listen-address: cannot listen on {cfg['web.listen-address']}: "

@@ -140,17 +140,33 @@ def serve() -> Iterator[FakeApi]:
 # Response bodies in the shapes of shared/reference/carbon-apis.md.
 
 
-def em_latest(value: float = 322, zone: str = "DE") -> dict[str, Any]:
-    return {
+def iso(epoch: float) -> str:
+    """An API-style UTC time with milliseconds, as Electricity Maps writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch))
+
+
+def em_latest(
+    value: float = 322,
+    zone: str = "DE",
+    when: str | None = "2026-05-21T10:00:00.000Z",
+    basis: str = "lifecycle",
+    estimated: bool = False,
+) -> dict[str, Any]:
+    """``/carbon-intensity/latest``: ``datetime`` is the start of the hour the value describes, published
+    some minutes later (``updatedAt``); ``when=None`` leaves the field out."""
+    body = {
         "zone": zone,
         "carbonIntensity": value,
-        "datetime": "2026-05-21T10:00:00.000Z",
+        "datetime": when,
         "updatedAt": "2026-05-21T10:12:21.002Z",
         "createdAt": "2026-05-18T06:20:31.772Z",
-        "emissionFactorType": "lifecycle",
-        "isEstimated": False,
-        "estimationMethod": None,
+        "emissionFactorType": basis,
+        "isEstimated": estimated,
+        "estimationMethod": "TIME_SLICER_AVERAGE" if estimated else None,
     }
+    if when is None:
+        del body["datetime"]
+    return body
 
 
 def em_forecast(points: list[tuple[str, float]], zone: str = "DE") -> dict[str, Any]:
@@ -179,8 +195,8 @@ def uk_intensity(forecast: float | None = 266, actual: float | None = 263) -> di
     return {
         "data": [
             {
-                "from": "2026-01-20T12:00Z",
-                "to": "2026-01-20T12:30Z",
+                "from": "2026-05-21T10:00Z",
+                "to": "2026-05-21T10:30Z",
                 "intensity": {"forecast": forecast, "actual": actual, "index": "moderate"},
             }
         ]
@@ -205,8 +221,8 @@ def uk_regional(value: float = 180, region_id: int = 13) -> dict[str, Any]:
                 "shortname": "London",
                 "data": [
                     {
-                        "from": "2026-01-20T12:00Z",
-                        "to": "2026-01-20T12:30Z",
+                        "from": "2026-05-21T10:00Z",
+                        "to": "2026-05-21T10:30Z",
                         "intensity": {"forecast": value, "index": "moderate"},
                         "generationmix": [{"fuel": "gas", "perc": 43.6}],
                     }

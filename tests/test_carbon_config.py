@@ -14,7 +14,7 @@ def test_defaults_without_a_section() -> None:
         "WORLD",
         1.0,
         None,
-        3600.0,
+        10800.0,
         (),
     )
     assert config.embodied.enabled and config.embodied.default_life_years == 5.0

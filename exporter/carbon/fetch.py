@@ -1,9 +1,10 @@
-"""HTTP GETs for carbon providers: timeouts, bounded retries with backoff and jitter, error kinds."""
+"""HTTP GETs for carbon providers: a total deadline per request, bounded retries with backoff, error kinds."""
 
 from __future__ import annotations
 
 import datetime
 import email.utils
+import json
 import logging
 import random
 import time
@@ -13,12 +14,26 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
 
 log = logging.getLogger(__name__)
 
-ERROR_KINDS = ("timeout", "connection", "http_4xx", "http_429", "http_5xx", "malformed", "auth")
+ERROR_KINDS = (
+    "timeout",
+    "connection",
+    "http_4xx",
+    "http_429",
+    "http_5xx",
+    "malformed",
+    "auth",
+    "implausible",
+    "basis",
+)
 # Never wait longer than this between two retries of one refresh, whatever the backoff setting.
 MAX_BACKOFF_S = 30.0
+# No provider answer is anywhere near this large; a bigger body is refused instead of filling memory.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+_READ_CHUNK = 65536
 
 
 class ProviderError(Exception):
@@ -54,15 +69,25 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 @dataclass
 class Fetcher:
-    """GETs JSON with one provider's timeouts and retry policy; raises ProviderError, never anything else."""
+    """GETs JSON with one provider's deadline and retry policy; raises ProviderError, never anything else.
+
+    ``timeout`` is a total deadline per request: connecting, the headers and the whole body must be
+    done within it, so a server that drips its body byte by byte is cut off at the deadline (a per-read
+    timeout alone would wait forever, as every byte resets it). ``in_flight_since`` (monotonic seconds)
+    is set while a request runs, so the service can tell a request that has run past its deadline (in
+    name resolution, or a server dripping its headers, which requests cannot bound) and call the
+    provider down meanwhile.
+    """
 
     session: requests.Session
     timeout: float
     retries: int = 2
     backoff: float = 1.0
     clock: Callable[[], float] = time.time
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], object] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    monotonic: Callable[[], float] = time.monotonic
+    in_flight_since: float | None = field(default=None, init=False)
 
     def get_json(
         self,
@@ -83,7 +108,9 @@ class Fetcher:
                     raise
                 delay = min(MAX_BACKOFF_S, self.backoff * 2**attempt) * (0.5 + self.rng.random() / 2)
                 log.debug("retrying %s after %s in %.2fs", host_of(url), exc.kind, delay)
-                self.sleep(delay)
+                # ``sleep`` may be a stop event's wait, which returns True when the exporter stops.
+                if self.sleep(delay) is True:
+                    raise
                 attempt += 1
 
     def _once(
@@ -92,6 +119,21 @@ class Fetcher:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
+    ) -> Any:
+        started = self.monotonic()
+        self.in_flight_since = started
+        try:
+            return self._request(url, params, headers, auth, started + self.timeout)
+        finally:
+            self.in_flight_since = None
+
+    def _request(
+        self,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+        deadline: float,
     ) -> Any:
         host = host_of(url)
         try:
@@ -103,6 +145,7 @@ class Fetcher:
                 timeout=(self.timeout, self.timeout),
                 # Credentials travel in headers; a redirect to another host must not carry them away.
                 allow_redirects=False,
+                stream=True,
             )
         except requests.Timeout:
             raise ProviderError("timeout", f"{host}: no answer within {self.timeout:g}s") from None
@@ -121,14 +164,35 @@ class Fetcher:
                 raise ProviderError("http_4xx", f"{host}: HTTP {status}", status)
             if status >= 500:
                 raise ProviderError("http_5xx", f"{host}: HTTP {status}", status)
-            try:
-                body = response.content
-            except requests.RequestException as exc:
-                kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
-                raise ProviderError(kind, f"{host}: body not read ({type(exc).__name__})") from None
+            body = self._body(response, deadline, host)
             if status == 204 or not body.strip():
                 return None
             try:
-                return response.json()
+                return json.loads(body)
             except ValueError:
                 raise ProviderError("malformed", f"{host}: body is not JSON", status) from None
+
+    def _body(self, response: requests.Response, deadline: float, host: str) -> bytes:
+        """The whole body, read in pieces with each socket wait bounded by the time left to the deadline."""
+        raw = response.raw
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            left = deadline - self.monotonic()
+            if left <= 0:
+                raise ProviderError("timeout", f"{host}: body not complete within {self.timeout:g}s")
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
+            if sock is not None:
+                sock.settimeout(left)
+            try:
+                chunk = raw.read1(_READ_CHUNK)
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                timed_out = isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError)
+                kind = "timeout" if timed_out or self.monotonic() >= deadline else "connection"
+                raise ProviderError(kind, f"{host}: body not read ({type(exc).__name__})") from None
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ProviderError("malformed", f"{host}: body larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
