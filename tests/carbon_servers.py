@@ -23,6 +23,12 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (timeouts)
+    # A slow body: one byte every ``drip`` seconds; ``endless`` then keeps sending blanks (valid JSON
+    # whitespace) until the client gives up, as a stuck proxy or overloaded API does.
+    drip: float = 0.0
+    endless: bool = False
+    # Send the status line, then drip one header byte at a time forever (requests cannot bound this).
+    drip_headers: bool = False
 
 
 @dataclass
@@ -55,6 +61,7 @@ class FakeApi:
     def __init__(self) -> None:
         self._routes: dict[str, deque[Reply]] = {}
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self.requests: list[Seen] = []
         api = self
 
@@ -65,6 +72,9 @@ class FakeApi:
                 reply = api._take(seen)
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.drip_headers:
+                    self._drip_headers(reply.drip or 1.0)
+                    return
                 if isinstance(reply.body, bytes):
                     data = reply.body
                 elif isinstance(reply.body, str):
@@ -76,13 +86,30 @@ class FakeApi:
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
+                    if not reply.endless:  # an endless body runs until the connection closes
+                        self.send_header("Content-Length", str(len(data)))
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if not reply.drip:
+                        self.wfile.write(data)
+                        return
+                    for byte in data:
+                        self.wfile.write(bytes([byte]))
+                        if api._closing.wait(reply.drip):
+                            return
+                    while reply.endless and not api._closing.wait(reply.drip):
+                        self.wfile.write(b" ")
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
+
+            def _drip_headers(self, every: float) -> None:
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                    while not api._closing.wait(every):
+                        self.wfile.write(b"x")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -117,6 +144,7 @@ class FakeApi:
             ]
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import email.utils
 import json
 import logging
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,7 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
+from requests.adapters import HTTPAdapter
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,73 @@ class ProviderError(Exception):
         self.kind = kind
         self.status = status
         self.not_before = not_before
+
+
+# The connection each thread's request runs on, so a request past its deadline can be cut off from
+# another thread: requests bounds each socket read, not a server dripping its headers byte by byte.
+_ACTIVE: dict[int, urllib3.connection.HTTPConnection] = {}
+_ACTIVE_LOCK = threading.Lock()
+# A request this far past its deadline has its socket shut down (the body loop normally ends it first).
+ABORT_GRACE_S = 0.25
+
+
+class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
+    # urllib3's own signature, which already differs from http.client's (hence the ignore, as urllib3 has).
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        chunked: bool = False,
+        preload_content: bool = True,
+        decode_content: bool = True,
+        enforce_content_length: bool = True,
+    ) -> None:
+        with _ACTIVE_LOCK:
+            _ACTIVE[threading.get_ident()] = self
+        super().request(
+            method,
+            url,
+            body,
+            headers,
+            chunked=chunked,
+            preload_content=preload_content,
+            decode_content=decode_content,
+            enforce_content_length=enforce_content_length,
+        )
+
+
+class _TrackedHTTPSConnection(urllib3.connection.HTTPSConnection, _TrackedHTTPConnection):
+    pass
+
+
+class _TrackedPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+def track_deadlines(session: requests.Session) -> requests.Session:
+    """Mount adapters whose connections a Fetcher can cut off at its deadline (headers included)."""
+    adapter = HTTPAdapter()
+    adapter.poolmanager.pool_classes_by_scheme = {"http": _TrackedPool, "https": _TrackedHTTPSPool}
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _abort(thread_id: int) -> None:
+    """Shut down the socket of the request running on ``thread_id``: its blocked read returns at once."""
+    with _ACTIVE_LOCK:
+        connection = _ACTIVE.get(thread_id)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: the request ended as the timer fired
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def host_of(url: str) -> str:
@@ -122,10 +195,24 @@ class Fetcher:
     ) -> Any:
         started = self.monotonic()
         self.in_flight_since = started
+        thread_id = threading.get_ident()
+        timer = threading.Timer(self.timeout + ABORT_GRACE_S, _abort, args=(thread_id,))
+        timer.daemon = True
+        timer.start()
         try:
             return self._request(url, params, headers, auth, started + self.timeout)
+        except ProviderError as exc:
+            if exc.kind == "connection" and self.monotonic() - started >= self.timeout:
+                # Cut off at the deadline (our own shutdown of the socket): a timeout, not a refusal.
+                raise ProviderError(
+                    "timeout", f"{host_of(url)}: no complete answer within {self.timeout:g}s"
+                ) from None
+            raise
         finally:
+            timer.cancel()
             self.in_flight_since = None
+            with _ACTIVE_LOCK:
+                _ACTIVE.pop(thread_id, None)
 
     def _request(
         self,

@@ -19,7 +19,7 @@ from exporter.carbon.central import CentralProvider
 from exporter.carbon.config import SIGNALS, CarbonConfig, ProviderConfig
 from exporter.carbon.electricitymaps import ElectricityMapsProvider
 from exporter.carbon.embodied import UNKNOWN_GPU, EmbodiedFigure, grams_per_second, match_gpu
-from exporter.carbon.fetch import Fetcher, ProviderError, host_of
+from exporter.carbon.fetch import Fetcher, ProviderError, host_of, track_deadlines
 from exporter.carbon.market import MarketMethod
 from exporter.carbon.provider import ForecastPoint, Provider, Reading
 from exporter.carbon.static import StaticProvider
@@ -202,7 +202,7 @@ class CarbonService:
         fetcher = None
         if config.type != "static":
             if session is None:  # one session per provider: threads never share a connection pool
-                session = requests.Session()
+                session = track_deadlines(requests.Session())
                 session.headers["User-Agent"] = f"ai-footprint-exporter/{__version__}"
             fetcher = Fetcher(
                 session,
