@@ -219,12 +219,16 @@ def wt_forecast(values: list[tuple[str, float]], units: str = "lbs_co2_per_mwh")
     }
 
 
-def uk_intensity(forecast: float | None = 266, actual: float | None = 263) -> dict[str, Any]:
+def uk_intensity(
+    forecast: float | None = 266, actual: float | None = 263, start: float | None = None
+) -> dict[str, Any]:
+    """``/intensity``: the half hour running at ``start`` (epoch s; default the one at NOW)."""
+    begin = (NOW if start is None else start) // 1800 * 1800
     return {
         "data": [
             {
-                "from": "2026-05-21T10:00Z",
-                "to": "2026-05-21T10:30Z",
+                "from": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(begin)),
+                "to": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(begin + 1800)),
                 "intensity": {"forecast": forecast, "actual": actual, "index": "moderate"},
             }
         ]
