@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from carbon_servers import Clock
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.attribution import AttributionPolicy
+from exporter.carbon.accounting import embodied_grams, operational_grams, water_litres
 from exporter.carbon.config import parse_carbon_config
 from exporter.carbon.market import MarketMethod
 from exporter.carbon.service import CarbonService
@@ -248,3 +250,25 @@ def test_market_totals_survive_the_state_file(tmp_path: Path) -> None:
     ledger = ProcessLedger("pid", 100, 3600.0)
     assert ledger.restore(dumped, 0.0) == 1
     assert ledger.states(0.0)[0].market_emissions_g_total == pytest.approx(dumped["series"][0]["market_g"])
+
+
+def test_the_worked_example_of_the_methodology_page() -> None:
+    """The YAML and the four figures of docs/methodology.md "Worked example", recomputed."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "methodology.md").read_text(encoding="utf-8")
+    section = page.split("## Worked example", 1)[1]
+    raw = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    config = parse_carbon_config(raw["carbon"])
+    assert config.market is not None and config.pue == 1.2 and config.wue == 1.8
+    method = MarketMethod(config.market)
+    energy_j, t0, t1 = 10 * 3.6e6, DAY + 7.5 * HOUR, DAY + 8.5 * HOUR
+    assert [method.hours[7].grams_per_kwh, method.hours[8].grams_per_kwh] == [
+        pytest.approx(125),
+        pytest.approx(25),
+    ]
+    assert operational_grams(energy_j, [(3600.0, 380.0)], config.pue) == pytest.approx(4560.0)
+    assert method.grams(energy_j, t0, t1, config.pue) == pytest.approx(900.0)
+    assert 8 * embodied_grams(164, 5, 3600) == pytest.approx(29.934, abs=5e-4)
+    assert embodied_grams(2500, 5, 3600) == pytest.approx(57.04, abs=5e-3)
+    assert water_litres(energy_j, config.wue or 0.0, config.pue) == pytest.approx(18.0)
+    for figure in ("**4,560 g**", "**900 g**", "**29.9 g**", "**57.0 g**", "**18 L**"):
+        assert figure in section
