@@ -301,6 +301,17 @@ def casdk_forecast(points: list[tuple[str, float]], location: str = "eastus") ->
 NOW = float(calendar.timegm((2026, 5, 21, 10, 5, 0, 0, 0, 0)))
 
 
+def wait_until(predicate: Any, timeout: float = 30.0, every: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
 class Clock:
     """A wall clock that moves only when a test sets ``now``."""
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import requests
-from carbon_servers import NOW, Clock, FakeApi, Reply, em_latest, iso, wt_forecast
+from carbon_servers import NOW, Clock, FakeApi, Reply, em_latest, iso, wait_until, wt_forecast
 
 from exporter.carbon import central
 from exporter.carbon.config import parse_carbon_config
@@ -231,16 +231,6 @@ def em_calls_by_token(api: FakeApi) -> dict[str, int]:
         token = seen.headers.get("auth-token", "")
         counts[token] = counts.get(token, 0) + 1
     return counts
-
-
-def wait_until(predicate: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def relayed(exp: ExporterProcess) -> dict[Any, float]:

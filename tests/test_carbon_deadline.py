@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from carbon_servers import FakeApi, Reply, casdk_bylocation, em_latest, iso
+from carbon_servers import FakeApi, Reply, casdk_bylocation, em_latest, iso, wait_until
 
 from exporter.carbon.config import parse_carbon_config
 from exporter.carbon.fetch import Fetcher, ProviderError, track_deadlines
@@ -36,16 +36,6 @@ def fresh_em(value: float) -> dict[str, Any]:
 
 def fresh_sdk(value: float) -> list[dict[str, Any]]:
     return casdk_bylocation([(iso(time.time() - 300), value)])
-
-
-def wait_until(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.parametrize(
