@@ -22,14 +22,17 @@ from exporter.model import (
     CpuState,
     GpuReading,
     GpuState,
+    NodeState,
     ProcessState,
     Snapshot,
     SourceStatus,
 )
+from exporter.node_power import NodeAccount
 
 if TYPE_CHECKING:
     from exporter.carbon.service import CarbonService
     from exporter.ledger import ProcessLedger
+    from exporter.node_power import NodePoller
     from exporter.sources import CpuSource, GpuSource
     from exporter.sources.processes import ProcessCpuTimes
     from exporter.workload import WorkloadResolver
@@ -133,6 +136,7 @@ class Sampler:
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        node: NodePoller | None = None,
     ) -> None:
         self.gpu_source = gpu_source
         self.cpu_source = cpu_source
@@ -150,6 +154,9 @@ class Sampler:
         self._water_litres: float | None = None
         self._node_embodied: float | None = None
         self._sources: dict[str, _SourceCounters] = {}
+        self.node = node
+        # The components' ticks are kept long enough to cover a node interval that spans a few failed polls.
+        self._node = NodeAccount(keep_s=max(120.0, 5 * node.interval_s)) if node is not None else None
         self._last_now: float | None = None
         self._last_wall: float | None = None
         self._samples = 0
@@ -165,6 +172,7 @@ class Sampler:
             "cpus": {pkg: t.dump() for pkg, t in self._cpu_totals.items()},
             "water_litres": self._water_litres,
             "node_embodied_grams": self._node_embodied,
+            **({"node": self._node.dump()} if self._node is not None else {}),
         }
 
     def restore_state(self, data: dict[str, Any]) -> None:
@@ -179,6 +187,8 @@ class Sampler:
         self._cpu_totals.update(cpus)
         self._water_litres = None if water is None else float(water)
         self._node_embodied = None if embodied is None else float(embodied)
+        if self._node is not None and data.get("node") is not None:
+            self._node.load(data["node"])
 
     # --- sampling ---
     def _read(self, name: str, read: Callable[[float], Any], now: float) -> Any:
@@ -271,6 +281,7 @@ class Sampler:
                 )
 
         carbon = self.carbon
+        node = self._account_node(now, wall, total_delta) if self.node is not None else None
         if carbon is not None and dt > 0:
             if carbon.wue_litres_per_kwh is not None:
                 self._water_litres = (self._water_litres or 0.0) + water_litres(
@@ -300,7 +311,8 @@ class Sampler:
             gpu_processes=gpu_procs,
             cpus=tuple(cpu_states),
             cpu_processes=cpu_procs,
-            sources=tuple(c.status(n) for n, c in self._sources.items()),
+            sources=tuple(c.status(n) for n, c in self._sources.items())
+            + ((self.node.status(),) if self.node is not None else ()),
             intensities=carbon.intensities() if carbon else (),
             providers=carbon.providers() if carbon else (),
             forecasts=carbon.forecasts() if carbon else (),
@@ -312,9 +324,43 @@ class Sampler:
             state_saves_total=self.state_saves,
             state_save_errors_total=self.state_save_errors,
             last_state_save_timestamp=self.last_state_save,
+            node=node,
         )
         self.snapshot = snapshot
         return snapshot
+
+    def _account_node(self, now: float, wall: float, component_j: float) -> NodeState:
+        """Node energy from the poller's closed intervals, against the components' energy of the same span.
+
+        ``component_j`` is this tick's GPU + CPU + DRAM energy. Emissions and water of the unmetered
+        part use the intensity valid during each node interval, so GPU + CPU + unmetered is the node.
+        """
+        assert self.node is not None and self._node is not None
+        account, carbon = self._node, self.carbon
+        complete = all(c.up for c in self._sources.values()) and all(r.up for r in self._gpu_last.values())
+        account.components(now, component_j, complete)
+        for interval in self.node.drain(until=now):
+            grams_per_j = 0.0
+            if carbon is not None:
+                span = carbon.segments("average", wall - (now - interval.t0), wall - (now - interval.t1))
+                grams_per_j = operational_grams(1.0, span, carbon.pue)
+            unmetered = account.add(interval, grams_per_j)
+            if carbon is not None and carbon.wue_litres_per_kwh is not None and unmetered > 0:
+                litres = water_litres(unmetered, carbon.wue_litres_per_kwh, carbon.pue)
+                self._water_litres = (self._water_litres or 0.0) + litres
+        fresh = self.node.fresh(now)
+        return NodeState(
+            method=self.node.method,
+            fresh=fresh,
+            power_w=self.node.power_w() if fresh else None,
+            energy_j_total=account.energy_j,
+            unmetered_energy_j_total=account.unmetered_j,
+            emissions_g_total=account.grams if carbon is not None else None,
+            unmetered_emissions_g_total=account.unmetered_grams if carbon is not None else None,
+            below_components_total=account.below_components,
+            gaps_total=account.not_compared,
+            parts=self.node.parts(),
+        )
 
     def _account_gpu(
         self,
