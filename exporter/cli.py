@@ -299,8 +299,18 @@ def run_exporter(argv: Sequence[str]) -> int:
     sampler_thread = threading.Thread(target=lambda: sampler.run(stop, on_tick), name="sampler", daemon=True)
 
     healthy = sampler_health(sampler, sampler_thread, stop, interval)
+
+    from exporter.carbon import central
+
+    def carbon_json() -> tuple[bytes, str]:
+        # Read from the sampler's snapshot, like /metrics: the values this exporter accounts with.
+        doc = central.payload(carbon.zone, sampler.snapshot.intensities, time.time())
+        return json.dumps(doc).encode(), "application/json"
+
     try:
-        server = serve(host, port, registry, web, cfg["web.telemetry-path"], healthy)
+        server = serve(
+            host, port, registry, web, cfg["web.telemetry-path"], healthy, routes={central.PATH: carbon_json}
+        )
     except OSError as exc:
         for source in (gpu_source, cpu_source):
             if source is not None:

@@ -253,8 +253,16 @@ intensity.</p></body></html>
 """
 
 
+# An extra GET route: path -> a function giving (body, content type); built from memory, no I/O.
+Route = Callable[[], tuple[bytes, str]]
+
+
 def make_handler(
-    registry: CollectorRegistry, telemetry_path: str, auth: BasicAuth, healthy: Callable[[], tuple[bool, str]]
+    registry: CollectorRegistry,
+    telemetry_path: str,
+    auth: BasicAuth,
+    healthy: Callable[[], tuple[bool, str]],
+    routes: Mapping[str, Route] | None = None,
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = f"footprint-exporter/{__version__}"
@@ -309,6 +317,9 @@ def make_handler(
             elif path == "/healthz":
                 ok, reason = healthy()
                 self._send(200 if ok else 503, (reason + "\n").encode())
+            elif routes and path in routes:
+                body, content_type = routes[path]()
+                self._send(200, body, content_type)
             else:
                 self._send(404, b"Not Found\n")
 
@@ -388,9 +399,10 @@ def serve(
     telemetry_path: str = "/metrics",
     healthy: Callable[[], tuple[bool, str]] = lambda: (True, "ok"),
     limiter: ConnectionLimiter | None = None,
+    routes: Mapping[str, Route] | None = None,
 ) -> ThreadingHTTPServer:
     """Bind and serve on a daemon thread; returns the server (``server_address`` has the real port)."""
-    handler = make_handler(registry, telemetry_path, BasicAuth(web.users), healthy)
+    handler = make_handler(registry, telemetry_path, BasicAuth(web.users), healthy, routes)
     server = _Server((host or "0.0.0.0", port), handler, web.ssl_context, limiter or ConnectionLimiter())
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
