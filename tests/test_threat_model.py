@@ -28,7 +28,7 @@ def network_policy() -> dict[str, object]:
 def test_network_policy_is_valid_and_selects_the_exporter_port() -> None:
     policy = network_policy()
     kubernetes_validate.validate(policy, kubernetes_validate.latest_version(), strict=True)
-    daemonset = yaml.safe_load((ROOT / "deploy/kubernetes/daemonset.yaml").read_text())
+    daemonset = yaml.safe_load((ROOT / "deploy/kubernetes/base/daemonset.yaml").read_text())
     pod = daemonset["spec"]["template"]
     spec = policy["spec"]
     assert isinstance(spec, dict)
