@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.model import GpuProcessSample
@@ -18,7 +18,8 @@ class AttributionPolicy:
     """How a GPU's interval energy is split.
 
     ``proportional`` (the contract default): everything goes to the processes holding the GPU, in
-    proportion to their SM utilisation; nothing to unattributed unless no process holds the GPU.
+    proportion to their SM utilisation; nothing to unattributed unless no process holds the GPU (on
+    MIG: the share of the board no occupied instance covers stays unattributed).
     ``idle-baseline``: ``idle_watts`` x interval (or the learned idle power when ``idle_watts`` is
     None) is kept apart as unattributed, and only the energy above it is split.
     """
@@ -124,34 +125,55 @@ def _finest_taker(values: Sequence[float], residual: float) -> int | None:
     return best
 
 
-def _gpu_weights(processes: Sequence[GpuProcessSample]) -> list[float]:
-    """Each process's weight: its SM activity, times its MIG instance's SM share on MIG.
-
-    Without any activity reading the weights fall back to an equal split; on MIG that is each
-    instance's SM share divided among the processes in that instance.
-    """
-    mig = any(p.mig_sm_share is not None for p in processes)
-    if mig:
-        weights = [_activity(p.mig_sm_share) * _activity(p.sm_util) for p in processes]
-    else:
-        # The common case, inlined: this runs for every process of every GPU on every tick.
-        weights = [
-            u if u is not None and u > 0 and u != math.inf else 0.0 for u in (p.sm_util for p in processes)
-        ]
+def _util_weights(processes: Sequence[GpuProcessSample]) -> list[float]:
+    """Each process's weight on a whole (non-MIG) GPU: its SM utilisation; equal when none has any."""
+    # The common case, inlined: this runs for every process of every GPU on every tick.
+    weights = [
+        u if u is not None and u > 0 and u != math.inf else 0.0 for u in (p.sm_util for p in processes)
+    ]
     if math.fsum(weights) > 0:
         return weights
-    if not mig:
-        return [1.0] * len(processes)
-    per_instance: dict[object, int] = {}
-    keys: list[object] = []
-    for i, p in enumerate(processes):
-        key: object = ("gi", p.gpu_instance_id) if p.gpu_instance_id is not None else ("pid", i)
-        keys.append(key)
-        per_instance[key] = per_instance.get(key, 0) + 1
-    weights = [_activity(p.mig_sm_share) / per_instance[k] for p, k in zip(processes, keys, strict=True)]
-    if math.fsum(weights) > 0:
-        return weights
+    # No process has (ever had) a utilisation sample: nothing to go by but an equal split.
     return [1.0] * len(processes)
+
+
+def _mig_weights(processes: Sequence[GpuProcessSample]) -> list[float]:
+    """Each process's share of the whole board on a MIG GPU; the shares add up to at most 1.
+
+    NVML measures power only for the whole board and no activity per instance (DESIGN.md section 3),
+    so an instance's processes get at most the instance's share of the board's SMs: all of it when
+    their activity is unknown (split equally among them), ``share x activity`` when a source knows
+    it. Instances no process occupies keep their share out of the sum, so it stays unattributed.
+    Processes whose instance is unknown share the capacity no known instance accounts for.
+    """
+    weights = [0.0] * len(processes)
+    instances: dict[object, list[int]] = {}
+    unknown: list[int] = []
+    for i, p in enumerate(processes):
+        share = p.mig_sm_share
+        if share is None or not math.isfinite(share) or share <= 0:
+            unknown.append(i)
+            continue
+        key: object = ("gi", p.gpu_instance_id) if p.gpu_instance_id is not None else ("pid", i)
+        instances.setdefault(key, []).append(i)
+    occupied = 0.0
+    for members in instances.values():
+        share = min(1.0, max(_activity(processes[i].mig_sm_share) for i in members))
+        occupied += share
+        if all(processes[i].sm_util is None for i in members):
+            for i in members:
+                weights[i] = share / len(members)
+            continue
+        activity = [min(1.0, _activity(processes[i].sm_util)) for i in members]
+        # Activity is a fraction of the instance; processes sharing it cannot use more than all of it.
+        scale = share / max(1.0, math.fsum(activity))
+        for i, a in zip(members, activity, strict=True):
+            weights[i] = a * scale
+    if unknown:
+        each = max(0.0, 1.0 - occupied) / len(unknown)
+        for i in unknown:
+            weights[i] = each
+    return weights
 
 
 def attribute_gpu_energy(
@@ -170,29 +192,41 @@ def attribute_gpu_energy(
     _check_energy(energy_j)
     if not processes:
         return [], energy_j
-    weights = _gpu_weights(processes)
+    if any(p.mig_sm_share is not None for p in processes):
+        weights = _mig_weights(processes)
+        # Against the whole board: what the occupied instances do not cover stays unattributed.
+        denominator = max(1.0, math.fsum(weights))
+    else:
+        weights = _util_weights(processes)
+        denominator = math.fsum(weights)
     distributable = energy_j
     if policy.kind == "idle-baseline":
         idle = policy.idle_watts if policy.idle_watts is not None else idle_w
         if idle is not None and math.isfinite(idle) and idle > 0 and interval_s > 0:
             baseline = min(energy_j, idle * interval_s)
             distributable = energy_j - baseline
-    return _split(energy_j, distributable, weights, math.fsum(weights))
+    return _split(energy_j, distributable, weights, denominator)
 
 
 def attribute_cpu_energy(
     energy_j: float,
     cpu_seconds: Sequence[float],
     busy_cpu_seconds: float,
+    idle_j: float = 0.0,
+    spread_idle: bool = False,
 ) -> tuple[list[float], float]:
-    """Split one CPU energy domain's interval energy by each process's CPU time.
+    """Split one CPU energy domain's interval energy (a package, or its DRAM) by each process's CPU time.
 
-    A process gets ``energy_j * its_cpu_seconds / busy_cpu_seconds``: the package's energy while it
-    was busy is charged to the processes that kept it busy. Busy time no listed process accounts for
-    (kernel threads, interrupts, processes that came and went between two reads) goes to
-    unattributed, and so does everything when the machine was idle. When the processes' CPU seconds
-    add up to more than the busy time (the two are read at slightly different moments), the busy time
-    is raised to their sum, so nothing is ever over-attributed.
+    ``idle_j`` is the part of the energy the domain would have used anyway, idle (the learned or
+    configured idle power x interval, see CpuIdleLearner). Only the rest, the active part, is
+    split: a process gets ``active * its_cpu_seconds / busy_cpu_seconds``, so a process that kept the
+    CPUs busy for 10 ms is charged for that 10 ms of activity, not for the idle package around it.
+    The idle part stays unattributed (node level) unless ``spread_idle``, which splits the whole
+    energy the same way. Busy time no listed process accounts for (kernel threads, interrupts,
+    processes that came and went between two reads) leaves its share unattributed, and so does
+    everything when no process used CPU. When the processes' CPU seconds add up to more than the busy
+    time (the two are read at slightly different moments), the busy time is raised to their sum, so
+    nothing is ever over-attributed.
     """
     _check_energy(energy_j)
     weights = [_activity(c) for c in cpu_seconds]
@@ -201,7 +235,251 @@ def attribute_cpu_energy(
     denominator = max(busy, total)
     if total <= 0:
         return [0.0] * len(weights), energy_j
-    return _split(energy_j, energy_j, weights, denominator)
+    idle = min(energy_j, _activity(idle_j)) if not spread_idle else 0.0
+    return _split(energy_j, energy_j - idle, weights, denominator)
+
+
+CPU_IDLE_MODES = ("unattributed", "spread")
+
+
+@dataclass(frozen=True)
+class CpuIdlePolicy:
+    """What happens to a CPU domain's idle power, and the idle watts when they are configured.
+
+    ``unattributed`` (the contract default): idle power stays at node level, only the active part is
+    split by CPU time. ``spread``: the idle power too is split by CPU time. ``package_watts`` and
+    ``dram_watts``: idle power of each package and each DRAM domain; None: learned per domain.
+    """
+
+    mode: str = "unattributed"
+    package_watts: float | None = None
+    dram_watts: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in CPU_IDLE_MODES:
+            raise ValueError(f"unknown CPU idle mode {self.mode!r} (use {' or '.join(CPU_IDLE_MODES)})")
+        for watts in (self.package_watts, self.dram_watts):
+            if watts is not None and not (math.isfinite(watts) and watts >= 0):
+                raise ValueError(f"idle watts must be a finite number >= 0, got {watts!r}")
+
+    def configured_watts(self, domain: str) -> float | None:
+        """The configured idle watts of a domain label (``package-0``, ``package-0-dram``), or None."""
+        return self.dram_watts if domain.endswith("-dram") else self.package_watts
+
+
+class CpuIdleLearner:
+    """Learns one CPU energy domain's idle power from (utilisation, power) pairs, one per interval.
+
+    A CPU node never has "no process", so the GPU learner's rule (power while nothing runs) does not
+    apply. Two estimates over the last ``window`` intervals:
+
+    - a low percentile of the domain's power: on a node that is idle now and then (an idle GPU node,
+      the case where charging idle power to a tiny process hurts most) this is the idle power plus
+      the little the busiest of those quiet moments added;
+    - where utilisation varied enough (10th to 90th percentile at least ``min_spread`` apart over at
+      least ``min_fit`` intervals), the intercept of a least-squares line power = idle + slope x
+      utilisation, which reaches below the load the node never leaves.
+
+    The value is the lower of the two (never below 0), so it errs towards leaving energy at node level
+    rather than charging processes for power they did not cause. A node that is always equally busy
+    learns too high an idle power; configure it (``CpuIdlePolicy``) there.
+    """
+
+    def __init__(
+        self, window: int = 3600, percentile: float = 0.05, min_fit: int = 60, min_spread: float = 0.2
+    ) -> None:
+        if window < 1 or min_fit < 2:
+            raise ValueError("window must be >= 1 and min_fit >= 2")
+        if not 0 <= percentile <= 1:
+            raise ValueError("percentile must be within 0-1")
+        self._percentile = percentile
+        self._min_fit = min_fit
+        self._min_spread = min_spread
+        self._pairs: deque[tuple[float, float]] = deque(maxlen=window)
+        self._powers: list[float] = []
+        self._utils: list[float] = []
+        self._sums = [0.0, 0.0, 0.0, 0.0]  # sum u, sum p, sum u^2, sum u*p
+        self._evicted = 0
+
+    def observe(self, utilisation: float, power_w: float) -> None:
+        """One interval: the machine's busy fraction of all CPUs (0-1) and the domain's mean power."""
+        if not (math.isfinite(utilisation) and math.isfinite(power_w)) or power_w < 0:
+            return
+        u = min(1.0, max(0.0, utilisation))
+        if len(self._pairs) == self._pairs.maxlen:
+            old_u, old_p = self._pairs[0]
+            del self._powers[bisect.bisect_left(self._powers, old_p)]
+            del self._utils[bisect.bisect_left(self._utils, old_u)]
+            self._add(old_u, old_p, -1.0)
+            self._evicted += 1
+        self._pairs.append((u, power_w))
+        bisect.insort(self._powers, power_w)
+        bisect.insort(self._utils, u)
+        self._add(u, power_w, 1.0)
+        if self._evicted >= len(self._pairs):
+            # Running sums drift by rounding as values come and go: recompute them now and then.
+            self._evicted = 0
+            self._sums = [0.0, 0.0, 0.0, 0.0]
+            for pu, pp in self._pairs:
+                self._add(pu, pp, 1.0)
+
+    def _add(self, u: float, p: float, sign: float) -> None:
+        s = self._sums
+        s[0] += sign * u
+        s[1] += sign * p
+        s[2] += sign * u * u
+        s[3] += sign * u * p
+
+    @property
+    def samples(self) -> int:
+        return len(self._pairs)
+
+    @property
+    def value(self) -> float | None:
+        """The learned idle watts, or None before the first interval."""
+        n = len(self._powers)
+        if n == 0:
+            return None
+        low = self._powers[int(self._percentile * (n - 1))]
+        if n < self._min_fit:
+            return low
+        spread = self._utils[int(0.9 * (n - 1))] - self._utils[int(0.1 * (n - 1))]
+        if spread < self._min_spread:
+            return low
+        su, sp, suu, sup = self._sums
+        var = n * suu - su * su
+        if var <= 0:
+            return low
+        slope = (n * sup - su * sp) / var
+        if slope <= 0:
+            return low
+        intercept = (sp - slope * su) / n
+        return min(low, max(0.0, intercept))
+
+
+# Until a GPU's per-process sampling period is known, assume NVML samples about once a second.
+DEFAULT_NVML_SAMPLE_PERIOD_S = 1.0
+# However long NVML's period seems, attribution never runs further behind than this.
+MAX_NVML_SAMPLE_PERIOD_S = 20.0
+# While no process computes, idle energy follows the use of those that computed this recently.
+IDLE_MEMORY_PERIODS = 10
+
+
+class UtilisationWindow:
+    """Per-process utilisation for attribution, from NVML's sparse per-process samples.
+
+    What NVML gives (``nvmlDeviceGetProcessUtilization``, see docs/attribution.md): at most one sample
+    per process per call, only samples newer than the caller's last timestamp, none for a process
+    that was idle in the driver's last sample period, NOT_FOUND when nothing is new. The driver
+    samples each process at its own moment of a period of its own, which can be longer than our
+    interval, and a sample stands for the period before its timestamp.
+
+    So each sample is kept as a window on NVML's clock, ``(previous sample or timestamp - period,
+    timestamp]``; time no window covers is time the process was idle (once the driver's next sampling
+    moment for it has passed, which it has for every moment a period before NVML's newest sample).
+    Each interval of ours is mapped onto NVML's clock (``now`` minus the smallest lag seen between a
+    read and its newest sample) and moved back by one sampling period: the latest stretch of time for
+    which every process's samples, or their absence, are known. A process's utilisation for the
+    interval is its windows' time-weighted mean over that stretch. All processes are thus seen at the
+    same moment; taking each one's newest sample instead mixes moments up to a period apart, which
+    misjudges processes whose load changes on the scale of that period.
+
+    ``utilisation`` gives each listed process that mean; when none of them was busy in the stretch
+    (the GPU idles while they hold it), each one's last sample if it is no more than
+    IDLE_MEMORY_PERIODS periods older than the newest, so idle energy follows recent use; None
+    for all of them when none ever had a sample, and attribution then splits equally. A process that
+    holds the GPU and never computes gets 0 while others compute.
+
+    ``period_s`` None (the default): NVML's sampling period as its timestamps show it, a low percentile
+    of the gaps between one process's consecutive samples (DEFAULT_NVML_SAMPLE_PERIOD_S until two were
+    seen), at most MAX_NVML_SAMPLE_PERIOD_S.
+    """
+
+    def __init__(self, period_s: float | None = None, history: int = 64) -> None:
+        if period_s is not None and not (
+            math.isfinite(period_s) and 0 < period_s <= MAX_NVML_SAMPLE_PERIOD_S
+        ):
+            raise ValueError(
+                f"NVML sample period must be a number of seconds > 0 and <= {MAX_NVML_SAMPLE_PERIOD_S:g}, "
+                f"got {period_s!r}"
+            )
+        self._period_s = period_s
+        # pid -> its recent windows on NVML's clock: (start us, end us = sample timestamp, utilisation)
+        self._windows: dict[int, deque[tuple[int, int, float]]] = {}
+        self._gaps_us: deque[int] = deque(maxlen=history)
+        self._lags_us: deque[int] = deque(maxlen=history)
+        self._newest_us = 0
+        self._last_now: float | None = None
+
+    def update(self, now: float, samples: Mapping[int, tuple[float, int]]) -> None:
+        """What one read at ``now`` (reader's clock, seconds) brought: pid -> (utilisation 0-1, NVML
+        timestamp in microseconds)."""
+        period_us = round(self.period_s * 1e6)
+        newest = 0
+        for pid, (util, ts) in samples.items():
+            windows = self._windows.setdefault(pid, deque(maxlen=16))
+            if windows:
+                last_end = windows[-1][1]
+                if ts <= last_end:
+                    continue  # NVML should not send it again; an old sample must not look new
+                self._gaps_us.append(ts - last_end)
+                start = max(last_end, ts - period_us)
+            else:
+                start = ts - period_us
+            windows.append((start, ts, min(1.0, max(0.0, util))))
+            newest = max(newest, ts)
+        if newest:
+            self._newest_us = max(self._newest_us, newest)
+            # A read comes after its newest sample; the smallest gap seen is the clocks' offset.
+            self._lags_us.append(round(now * 1e6) - newest)
+
+    def forget(self, live: Iterable[int]) -> None:
+        """Drop processes no longer on the GPU (a reused PID must not inherit a sample)."""
+        keep = set(live)
+        for pid in [p for p in self._windows if p not in keep]:
+            del self._windows[pid]
+
+    @property
+    def period_s(self) -> float:
+        """NVML's per-process sampling period: configured, or as its timestamps show it."""
+        if self._period_s is not None:
+            return self._period_s
+        if not self._gaps_us:
+            return DEFAULT_NVML_SAMPLE_PERIOD_S
+        gaps = sorted(self._gaps_us)
+        return min(MAX_NVML_SAMPLE_PERIOD_S, gaps[int(0.1 * (len(gaps) - 1))] / 1e6)
+
+    def utilisation(self, now: float, pids: Sequence[int]) -> list[float | None]:
+        """Each listed process's utilisation (0-1) for the interval ending at ``now``, in ``pids`` order."""
+        last_now, self._last_now = self._last_now, now
+        windows = [self._windows.get(pid) for pid in pids]
+        if not any(windows):
+            return [None] * len(pids)
+        period_us = round(self.period_s * 1e6)
+        if self._lags_us:
+            end = round(now * 1e6) - min(self._lags_us) - period_us
+        else:
+            end = self._newest_us - period_us
+        length = round((now - last_now) * 1e6) if last_now is not None and now > last_now else period_us
+        start = end - max(1, length)
+        means = [_window_mean(w, start, end) if w else 0.0 for w in windows]
+        if any(m > 0 for m in means):
+            return list(means)
+        # Nobody busy in the stretch: the holders share the idle energy by their last known use, if
+        # that is recent (a process that stopped computing long ago no longer pays for idling).
+        latest = max(w[-1][1] for w in windows if w)
+        recent = latest - IDLE_MEMORY_PERIODS * period_us
+        return [w[-1][2] if w and w[-1][1] >= recent else 0.0 for w in windows]
+
+
+def _window_mean(windows: Iterable[tuple[int, int, float]], start: int, end: int) -> float:
+    """Time-weighted mean of the windows over (start, end]; time no window covers counts as 0."""
+    busy = 0.0
+    for w_start, w_end, value in windows:
+        overlap = min(end, w_end) - max(start, w_start)
+        if overlap > 0:
+            busy += value * overlap
+    return busy / (end - start)
 
 
 class IdleBaselineLearner:

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from exporter.attribution import MAX_NVML_SAMPLE_PERIOD_S
 from exporter.durations import format_duration, parse_duration
 from exporter.errors import ConfigError
 
@@ -121,6 +122,37 @@ FLAGS: tuple[Flag, ...] = (
         minimum=0,
     ),
     Flag("attribution.cpu", "bool", True, "Attribute CPU energy to processes by their CPU time."),
+    Flag(
+        "attribution.cpu-idle",
+        "choice",
+        "unattributed",
+        "CPU idle power (per package and DRAM domain): unattributed (kept at node level; only the "
+        "active power above it is split by CPU time) or spread (split by CPU time too).",
+        ("unattributed", "spread"),
+    ),
+    Flag(
+        "attribution.cpu-package-idle-watts",
+        "float",
+        None,
+        "Idle power of each CPU package (RAPL package domain) in watts (default: learned per package).",
+        minimum=0,
+    ),
+    Flag(
+        "attribution.cpu-dram-idle-watts",
+        "float",
+        None,
+        "Idle power of each DRAM domain in watts (default: learned per domain).",
+        minimum=0,
+    ),
+    Flag(
+        "attribution.nvml-sample-period",
+        "duration",
+        None,
+        "NVML's per-process utilisation sampling period: how long one sample stands for a process, and "
+        "how far GPU attribution runs behind NVML's newest sample so that every process is seen at the "
+        "same moment (default: learned from NVML's sample timestamps, 1s until then; at most 20s).",
+        minimum=0.01,
+    ),
     Flag(
         "kubernetes.node-name",
         "str",
@@ -312,6 +344,12 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
 def _check_combinations(values: Mapping[str, Any]) -> None:
     if values["source.gpu"] == "replay" and not values["source.gpu.replay.file"]:
         raise ConfigError("source.gpu.replay.file", "required when --source.gpu=replay")
+    period = values["attribution.nvml-sample-period"]
+    if period is not None and period > MAX_NVML_SAMPLE_PERIOD_S:
+        raise ConfigError(
+            "attribution.nvml-sample-period",
+            f"must be at most {format_duration(MAX_NVML_SAMPLE_PERIOD_S)}, got {format_duration(period)}",
+        )
     path = values["web.telemetry-path"]
     if not path.startswith("/") or path in ("/", "/healthz"):
         raise ConfigError(

@@ -11,8 +11,9 @@ Usage::
         FakeGpu(uuid="GPU-c", unsupported={"nvmlDeviceGetTemperature"}),
     ])
     source = NvmlGpuSource(nvml=nvml)
-    nvml.advance(2.0)            # 2 s pass: energy counters grow by power x 2 s, the clock moves
-    nvml.add_sample(0, 4242, 80) # a per-process SM utilisation sample (percent) at the current time
+    nvml.gpus[0].processes[0].sm_util = 80  # the process's kernels run 80% of the time from now on
+    nvml.advance(2.0)            # 2 s pass: counters grow by power x 2 s, the driver takes its samples
+    nvml.add_sample(0, 4242, 80) # or put one sample (SM busy percent) into the driver's buffer directly
     nvml.lose(1); nvml.recover(1, reset_energy=True)
 
 What it mimics, checked against the installed nvidia-ml-py:
@@ -24,8 +25,30 @@ What it mimics, checked against the installed nvidia-ml-py:
   "not available", ``gpuInstanceId`` 0xFFFFFFFF without MIG, ``computeInstanceId``);
 - the real exceptions: every ``NVML_*`` constant and ``NVMLError*`` class is pynvml's own, so
   ``pynvml.NVMLError(code)`` maps to ``NVMLError_NotSupported`` etc. exactly as on a real machine;
-- ``nvmlDeviceGetProcessUtilization(handle, ts)`` returns only samples newer than ``ts`` (timestamps
-  in microseconds) and raises NOT_FOUND when there is none; NOT_SUPPORTED on a GPU in MIG mode;
+- per-process utilisation as NVML's API reference documents ``nvmlDeviceGetProcessUtilization``
+  (docs.nvidia.com/deploy/nvml-api, "Device Queries"; the same text is in nvml.h): the driver
+  samples each process at its own period (``FakeGpu.sample_period_s``, which can be longer than the
+  exporter's interval) and records a sample only for a process "that had some non-zero utilization
+  during the last sample period", so idle processes are simply absent; a call returns "one
+  utilization sample structure ... per process", only from samples with a timestamp (CPU time, us)
+  greater than ``lastSeenTimeStamp`` ("0 to read utilization based on all the samples maintained by
+  the driver's internal sample buffer", which is bounded: ``FakeGpu.sample_buffer``), and raises
+  NVML_ERROR_NOT_FOUND "if no valid sample entries are found since the lastSeenTimeStamp". The docs
+  do not say which value the one structure carries when a process has several samples newer than
+  the timestamp; the fake averages them, as nvitop's maintainers observed (nvitop PR #85) and as
+  "read utilization since the previous query" suggests. Processes are sampled at staggered moments,
+  each with its own timestamp, as seen on real drivers (go-nvml issue #51);
+- the size-query convention, as pynvml's wrapper runs it: one call without a buffer to learn the
+  count, then one with a buffer of that size; when more samples arrive in between
+  (``FakeGpu.on_size_query`` runs there) the second call fails with INSUFFICIENT_SIZE, which pynvml
+  raises as ``NVMLError_InsufficientSize``;
+- "On MIG-enabled GPUs, querying process utilization is not currently supported" and neither is
+  querying device utilization rates (both notes in nvml.h): NOT_SUPPORTED;
+- compute and graphics process lists (a process can be in both), and MPS clients in
+  ``nvmlDeviceGetMPSComputeRunningProcesses`` ("processes with a Multi-Process Service (MPS)
+  compute context", Volta and newer). Which PID MPS activity is sampled under is not documented:
+  ``FakeGpu.mps_samples`` is ``clients`` (each client's own) or ``server`` (all of it under the
+  MPS server process, ``FakeProcess.mps_server``);
 - a lost GPU raises GPU_IS_LOST from every call on it, including getting its handle.
 
 ``calls`` counts the calls per function name (e.g. to check that a missing counter is not asked for
@@ -36,7 +59,9 @@ it raise NOT_SUPPORTED.
 from __future__ import annotations
 
 import types
+import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +80,12 @@ class FakeProcess:
     graphics: bool = False  # also (or only, with compute=False) in the graphics process list
     gpu_instance_id: int | None = None  # MIG: the GPU instance it runs in
     compute_instance_id: int | None = None
+    # Percent of the time its kernels run, from now on: what the driver's sampling measures.
+    sm_util: float = 0.0
+    mps: bool = False  # an MPS client: listed by nvmlDeviceGetMPSComputeRunningProcesses
+    mps_server: bool = False  # the MPS server (nvidia-cuda-mps-server), a compute process
+    # Where in each sample period the driver samples this process (None: staggered by pid).
+    sample_phase_s: float | None = None
 
 
 @dataclass
@@ -99,6 +130,13 @@ class FakeGpu:
     board_sm_count: int = 132
     board_attributes: bool = True  # False: GetAttributes on the full GPU raises NOT_SUPPORTED
     profile_sm_counts: dict[int, int] = field(default_factory=dict)  # GPU-instance profile -> SMs
+    # The driver's per-process utilisation sampling: its period, how many samples its buffer keeps,
+    # and which PID MPS clients' activity is sampled under ("clients" or "server").
+    sample_period_s: float = 1.0
+    sample_buffer: int = 256
+    mps_samples: str = "clients"
+    # Runs between pynvml's size query and its second call of nvmlDeviceGetProcessUtilization.
+    on_size_query: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,19 +169,27 @@ class FakeNvml(types.ModuleType):
         self.now_us = start_us
         self.calls: Counter[str] = Counter()
         self.initialised = 0
+        # The driver's sampling state per (GPU, sampled pid): busy microseconds so far in the current
+        # sample period, and the time of the next sample.
+        self._sampling: dict[tuple[int, int], list[float]] = {}
 
     # ------------------------------------------------------------------ controls
 
     def advance(self, seconds: float) -> None:
-        """Let time pass: the clock moves and every counter that is not lost grows by power x time."""
+        """Let time pass: the clock moves, every counter that is not lost grows by power x time, and
+        the driver samples each process's ``sm_util`` at its sampling moments in between."""
+        start = self.now_us
         self.now_us += round(seconds * 1_000_000)
-        for gpu in self.gpus:
-            if gpu.energy_j is not None and not gpu.lost:
+        for index, gpu in enumerate(self.gpus):
+            if gpu.lost:
+                continue
+            if gpu.energy_j is not None:
                 gpu.energy_j += gpu.power_w * seconds
+            self._sample(index, gpu, start, self.now_us)
 
     def add_sample(self, gpu: int, pid: int, sm_util: int, at_us: int | None = None) -> None:
-        """A per-process utilisation sample (SM busy percent) at ``at_us`` (default: now)."""
-        self.gpus[gpu].samples.append(FakeSample(pid, self.now_us if at_us is None else at_us, sm_util))
+        """Put one sample (SM busy percent) at ``at_us`` (default: now) into the driver's buffer."""
+        self._record(self.gpus[gpu], FakeSample(pid, self.now_us if at_us is None else at_us, sm_util))
 
     def lose(self, gpu: int) -> None:
         """The GPU falls off the bus: every call on it raises GPU_IS_LOST."""
@@ -156,6 +202,48 @@ class FakeNvml(types.ModuleType):
             self.gpus[gpu].energy_j = 0.0
 
     # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _record(gpu: FakeGpu, sample: FakeSample) -> None:
+        gpu.samples.append(sample)
+        if len(gpu.samples) > gpu.sample_buffer:
+            del gpu.samples[: len(gpu.samples) - gpu.sample_buffer]
+
+    @staticmethod
+    def _activity(gpu: FakeGpu) -> dict[int, tuple[float, FakeProcess]]:
+        """What the driver measures now: sampled pid -> (SM busy percent, the process it belongs to)."""
+        active: dict[int, tuple[float, FakeProcess]] = {}
+        server = next((p for p in gpu.processes if p.mps_server), None)
+        for proc in gpu.processes:
+            if proc.mps and server is not None and gpu.mps_samples == "server":
+                # All clients' work shows under the server: busy while any client's kernels run (exact
+                # for the 0 or 100 per step that time-stepped simulations use).
+                busy = max(active.get(server.pid, (0.0, server))[0], proc.sm_util)
+                active[server.pid] = (busy, server)
+            elif proc.pid not in active or proc.sm_util > active[proc.pid][0]:
+                active[proc.pid] = (proc.sm_util, proc)
+        return active
+
+    def _sample(self, index: int, gpu: FakeGpu, start_us: int, end_us: int) -> None:
+        period = round(gpu.sample_period_s * 1_000_000)
+        for pid, (busy, proc) in self._activity(gpu).items():
+            state = self._sampling.get((index, pid))
+            if state is None:
+                if proc.sample_phase_s is not None:
+                    phase = round(proc.sample_phase_s * 1_000_000) % period
+                else:
+                    phase = zlib.crc32(str(pid).encode()) % period  # staggered, as real drivers do
+                first = start_us - (start_us - phase) % period + period
+                state = self._sampling[(index, pid)] = [0.0, float(first)]
+            t = float(start_us)
+            while state[1] <= end_us:
+                state[0] += busy / 100.0 * (state[1] - t)
+                percent = round(100.0 * state[0] / period)
+                if percent > 0:  # "non-zero utilization during the last sample period" only
+                    self._record(gpu, FakeSample(pid, int(state[1]), min(100, percent)))
+                t, state[0] = state[1], 0.0
+                state[1] += period
+            state[0] += busy / 100.0 * (end_us - t)
 
     @staticmethod
     def _raise(code: int) -> None:
@@ -243,6 +331,8 @@ class FakeNvml(types.ModuleType):
 
     def nvmlDeviceGetUtilizationRates(self, handle: FakeHandle) -> Any:
         gpu = self._device("nvmlDeviceGetUtilizationRates", handle)
+        if gpu.mig is not None:
+            self._raise(_real.NVML_ERROR_NOT_SUPPORTED)  # "not currently supported" on MIG (nvml.h)
         return _real.c_nvmlUtilization_t(gpu=gpu.util_percent, memory=0)
 
     def nvmlDeviceGetMemoryInfo(self, handle: FakeHandle, version: Any = None) -> Any:
@@ -262,11 +352,11 @@ class FakeNvml(types.ModuleType):
 
     # ------------------------------------------------------------------ processes
 
-    def _process_list(self, fn: str, handle: FakeHandle, graphics: bool) -> list[Any]:
+    def _process_list(self, fn: str, handle: FakeHandle, kind: str) -> list[Any]:
         gpu = self._device(fn, handle)
         out = []
         for proc in gpu.processes:
-            if (proc.graphics if graphics else proc.compute) is False:
+            if not {"compute": proc.compute, "graphics": proc.graphics, "mps": proc.mps}[kind]:
                 continue
             raw = _real.c_nvmlProcessInfo_v3_t(
                 pid=proc.pid,
@@ -285,28 +375,49 @@ class FakeNvml(types.ModuleType):
         return out
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeHandle) -> list[Any]:
-        return self._process_list("nvmlDeviceGetComputeRunningProcesses", handle, graphics=False)
+        return self._process_list("nvmlDeviceGetComputeRunningProcesses", handle, "compute")
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: FakeHandle) -> list[Any]:
-        return self._process_list("nvmlDeviceGetGraphicsRunningProcesses", handle, graphics=True)
+        return self._process_list("nvmlDeviceGetGraphicsRunningProcesses", handle, "graphics")
+
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, handle: FakeHandle) -> list[Any]:
+        return self._process_list("nvmlDeviceGetMPSComputeRunningProcesses", handle, "mps")
+
+    @staticmethod
+    def _newer(gpu: FakeGpu, timestamp: int) -> dict[int, list[FakeSample]]:
+        newer: dict[int, list[FakeSample]] = {}
+        for sample in gpu.samples:
+            if sample.timestamp_us > timestamp:
+                newer.setdefault(sample.pid, []).append(sample)
+        return newer
 
     def nvmlDeviceGetProcessUtilization(self, handle: FakeHandle, timeStamp: int) -> list[Any]:
         gpu = self._device("nvmlDeviceGetProcessUtilization", handle)
         if gpu.mig is not None:
             self._raise(_real.NVML_ERROR_NOT_SUPPORTED)
-        newer = [s for s in gpu.samples if s.timestamp_us > timeStamp]
+        # pynvml's wrapper: first the size query (no buffer) ...
+        newer = self._newer(gpu, timeStamp)
         if not newer:
             self._raise(_real.NVML_ERROR_NOT_FOUND)
+        size = len(newer)
+        if gpu.on_size_query is not None:
+            gpu.on_size_query()
+        # ... then the call with a buffer of that many entries; the driver may have sampled meanwhile.
+        newer = self._newer(gpu, timeStamp)
+        if not newer:
+            self._raise(_real.NVML_ERROR_NOT_FOUND)
+        if len(newer) > size:
+            self._raise(_real.NVML_ERROR_INSUFFICIENT_SIZE)
         return [
             _real.c_nvmlProcessUtilizationSample_t(
-                pid=s.pid,
-                timeStamp=s.timestamp_us,
-                smUtil=s.sm_util,
-                memUtil=s.mem_util,
+                pid=pid,
+                timeStamp=max(x.timestamp_us for x in samples),
+                smUtil=round(sum(x.sm_util for x in samples) / len(samples)),
+                memUtil=round(sum(x.mem_util for x in samples) / len(samples)),
                 encUtil=0,
                 decUtil=0,
             )
-            for s in newer
+            for pid, samples in newer.items()
         ]
 
     # ------------------------------------------------------------------ MIG

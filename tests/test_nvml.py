@@ -225,52 +225,217 @@ def test_unknown_error_takes_that_gpu_down() -> None:
     assert source.errors() == {"unknown": 1, "timeout": 1}
 
 
-def test_sm_util_averages_only_samples_newer_than_the_last_read() -> None:
+def _handle(nvml: FakeNvml) -> object:
+    nvml.nvmlInit()
+    return nvml.nvmlDeviceGetHandleByIndex(0)
+
+
+def test_fake_answers_process_utilisation_as_nvml_documents() -> None:
+    # The fake itself, against the nvmlDeviceGetProcessUtilization text: one structure per process,
+    # only samples newer than the timestamp, idle processes absent, NOT_FOUND when nothing is new.
     gpu = FakeGpu(
-        uuid="GPU-u",
-        processes=[FakeProcess(pid=987654301), FakeProcess(pid=987654302), FakeProcess(pid=987654303)],
+        uuid="GPU-f",
+        sample_period_s=2.0,
+        processes=[FakeProcess(1001, sm_util=90, sample_phase_s=0.0), FakeProcess(1002, sample_phase_s=0.5)],
     )
     nvml = FakeNvml(gpus=[gpu])
+    handle = _handle(nvml)
     t0 = nvml.now_us
-    nvml.add_sample(0, 987654301, 90, at_us=t0 - 2_000_000)
-    nvml.add_sample(0, 987654301, 70, at_us=t0 - 1_000_000)
-    nvml.add_sample(0, 987654302, 20, at_us=t0 - 1_000_000)
-    source = NvmlGpuSource(nvml=nvml)
-    (r,) = source.read(0.0)
-    utils = {p.pid: p.sm_util for p in r.processes or ()}
-    assert utils[987654301] == pytest.approx(0.80)
-    assert utils[987654302] == pytest.approx(0.20)
-    assert utils[987654303] == 0.0  # others were sampled, this one was idle
-
     nvml.advance(1.0)
-    nvml.add_sample(0, 987654301, 10)
-    nvml.add_sample(0, 987654303, 40, at_us=nvml.now_us - 500_000)
-    nvml.add_sample(0, 987654303, 60)
-    # NVML should not return it, but an old sample must not count twice even if it does.
-    nvml.add_sample(0, 987654302, 100, at_us=t0 - 5_000_000)
-    original = nvml.nvmlDeviceGetProcessUtilization
-    nvml.nvmlDeviceGetProcessUtilization = lambda handle, ts: original(handle, 0)  # type: ignore[method-assign]
-    (r,) = source.read(1.0)
-    utils = {p.pid: p.sm_util for p in r.processes or ()}
-    assert utils[987654301] == pytest.approx(0.10)
-    assert utils[987654302] == 0.0
-    assert utils[987654303] == pytest.approx(0.50)
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nvml.nvmlDeviceGetProcessUtilization(handle, 0)  # the driver has not sampled yet
+    nvml.advance(1.0)
+    (sample,) = nvml.nvmlDeviceGetProcessUtilization(handle, 0)  # 1002 was idle: absent
+    assert (sample.pid, sample.smUtil, sample.timeStamp) == (1001, 90, t0 + 2_000_000)
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nvml.nvmlDeviceGetProcessUtilization(handle, sample.timeStamp)
+    nvml.advance(2.0)
+    gpu.processes[0].sm_util = 30
+    nvml.advance(2.0)
+    # Two driver samples (90, 30) newer than the timestamp, still one structure for the process.
+    (sample,) = nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 2_000_000)
+    assert (sample.pid, sample.smUtil, sample.timeStamp) == (1001, 60, t0 + 6_000_000)
+    # The size query and the read are two calls; a sample in between makes the read fail.
+    gpu.on_size_query = lambda: nvml.add_sample(0, 1002, 50)
+    with pytest.raises(pynvml.NVMLError_InsufficientSize):
+        nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 2_000_000)
+    gpu.mig = [FakeMigInstance(gpu_instance_id=1, multiprocessor_count=16)]
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        nvml.nvmlDeviceGetProcessUtilization(handle, 0)
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        nvml.nvmlDeviceGetUtilizationRates(handle)  # not on MIG-enabled GPUs either (nvml.h)
 
 
-def test_no_new_samples_gives_no_sm_util() -> None:
-    gpu = FakeGpu(uuid="GPU-u", processes=[FakeProcess(pid=987654301), FakeProcess(pid=987654302)])
+def _read_utils(source: NvmlGpuSource, now: float) -> dict[int, float | None]:
+    (r,) = source.read(now)
+    return {p.pid: p.sm_util for p in r.processes or ()}
+
+
+def test_sparse_samples_are_held_between_nvml_sampling_periods() -> None:
+    # NVML samples every 2 s, we read every 1 s: every other read answers NOT_FOUND.
+    gpu = FakeGpu(
+        uuid="GPU-s",
+        sample_period_s=2.0,
+        processes=[
+            FakeProcess(987654301, sm_util=90, sample_phase_s=0.3),
+            FakeProcess(987654302, sm_util=10, sample_phase_s=0.6),
+        ],
+    )
     nvml = FakeNvml(gpus=[gpu])
-    nvml.add_sample(0, 987654301, 50)
     source = NvmlGpuSource(nvml=nvml)
-    (r,) = source.read(0.0)
-    assert [p.sm_util for p in r.processes or ()] == [pytest.approx(0.5), 0.0]
+    not_found = 0
+    original = nvml.nvmlDeviceGetProcessUtilization
+
+    def counting(handle: object, ts: int) -> list[object]:
+        nonlocal not_found
+        try:
+            return original(handle, ts)
+        except pynvml.NVMLError_NotFound:
+            not_found += 1
+            raise
+
+    nvml.nvmlDeviceGetProcessUtilization = counting  # type: ignore[method-assign]
+    for k in range(4):  # the first samples cover part of a period only
+        nvml.advance(1.0)
+        source.read(float(k))
+    seen = []
+    for k in range(4, 40):
+        nvml.advance(1.0)
+        seen.append(_read_utils(source, float(k)))
+    assert not_found >= 8
+    for utils in seen:
+        assert utils == {987654301: pytest.approx(0.9), 987654302: pytest.approx(0.1)}
+
+
+def test_idle_holder_gets_zero_and_a_process_that_stops_drops_to_zero_within_two_periods() -> None:
+    busy, stops, idle = 987654311, 987654312, 987654313
+    gpu = FakeGpu(
+        uuid="GPU-h",
+        sample_period_s=1.0,
+        processes=[FakeProcess(busy, sm_util=50), FakeProcess(stops, sm_util=50), FakeProcess(idle)],
+    )
+    nvml = FakeNvml(gpus=[gpu])
+    source = NvmlGpuSource(nvml=nvml, nvml_sample_period_s=1.0)
+    for k in range(5):
+        nvml.advance(1.0)
+        utils = _read_utils(source, float(k))
+    assert utils == {busy: pytest.approx(0.5), stops: pytest.approx(0.5), idle: 0.0}
+    gpu.processes[1].sm_util = 0  # it keeps holding the GPU but computes nothing from now on
+    history = []
+    for k in range(5, 12):
+        nvml.advance(1.0)
+        history.append(_read_utils(source, float(k))[stops])
+    # Attribution runs a period behind NVML (so that all processes are seen at the same moment): its
+    # last busy stretch still counts for a read or two, then it is idle like any process NVML omits.
+    assert history[0] > 0
+    assert history[-4:] == [0.0, 0.0, 0.0, 0.0]
+    assert sum(1 for u in history if u) <= 3
+
+
+def test_not_found_streak_keeps_the_last_known_split_and_never_splits_equally() -> None:
+    a, b, newcomer = 987654321, 987654322, 987654323
+    gpu = FakeGpu(
+        uuid="GPU-n",
+        sample_period_s=1.0,
+        # Sampled on the second, when the load changes: the last samples cover busy periods only.
+        processes=[
+            FakeProcess(a, sm_util=80, sample_phase_s=0.0),
+            FakeProcess(b, sm_util=20, sample_phase_s=0.0),
+        ],
+    )
+    nvml = FakeNvml(gpus=[gpu])
+    source = NvmlGpuSource(nvml=nvml)
+    for k in range(4):
+        nvml.advance(1.0)
+        source.read(float(k))
+    for proc in gpu.processes:
+        proc.sm_util = 0  # both idle: NVML answers NOT_FOUND from now on
+    gpu.processes.append(FakeProcess(newcomer))
+    for k in range(4, 60):
+        nvml.advance(1.0)
+        utils = _read_utils(source, float(k))
+    # The GPU's idle energy follows the holders' last known use; the newcomer never computed.
+    assert utils == {a: pytest.approx(0.8), b: pytest.approx(0.2), newcomer: 0.0}
+
+
+def test_equal_split_only_while_no_process_ever_had_a_sample() -> None:
+    gpu = FakeGpu(uuid="GPU-e", processes=[FakeProcess(987654331), FakeProcess(987654332)])
+    nvml = FakeNvml(gpus=[gpu])
+    source = NvmlGpuSource(nvml=nvml)
+    for k in range(5):
+        nvml.advance(1.0)
+        assert _read_utils(source, float(k)) == {987654331: None, 987654332: None}
+    gpu.processes[1].sm_util = 40
+    for k in range(5, 8):
+        nvml.advance(1.0)
+        utils = _read_utils(source, float(k))
+    assert utils == {987654331: 0.0, 987654332: pytest.approx(0.4)}
+
+
+def test_samples_arriving_between_size_query_and_read_are_not_lost() -> None:
+    gpu = FakeGpu(uuid="GPU-r", processes=[FakeProcess(987654341), FakeProcess(987654342)])
+    nvml = FakeNvml(gpus=[gpu])
+    source = NvmlGpuSource(nvml=nvml)
+    nvml.add_sample(0, 987654341, 70)
+    grow = [987654342]
+    gpu.on_size_query = lambda: nvml.add_sample(0, grow.pop(), 30) if grow else None
+    # The first attempt fails with INSUFFICIENT_SIZE; the exporter asks once more and gets both.
+    assert _read_utils(source, 0.0) == {987654341: pytest.approx(0.7), 987654342: pytest.approx(0.3)}
+    assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 2
+
+    # Growing on every call: nothing this read, but the timestamp stays, so the next read has it.
     nvml.advance(1.0)
-    (r,) = source.read(1.0)  # NVML answers NOT_FOUND: nothing new
-    assert [p.sm_util for p in r.processes or ()] == [None, None]
+    nvml.add_sample(0, 987654341, 10)
+    gpu.on_size_query = lambda: nvml.add_sample(0, 987654342, 90, at_us=nvml.now_us)
+    (r,) = source.read(1.0)
     assert r.up
-    nvml.add_sample(0, 987654302, 30)
-    (r,) = source.read(2.0)
-    assert [p.sm_util for p in r.processes or ()] == [0.0, pytest.approx(0.3)]
+    gpu.on_size_query = None
+    assert _read_utils(source, 2.0) == {987654341: pytest.approx(0.1), 987654342: pytest.approx(0.9)}
+
+
+def test_mps_clients_are_listed_and_the_server_is_not_charged(tmp_path: Path) -> None:
+    server, c1, c2 = 987654351, 987654352, 987654353
+    root = tmp_path / "proc"
+    (root / str(server)).mkdir(parents=True)
+    rest = " ".join(["S"] + ["0"] * 30)
+    (root / str(server) / "stat").write_text(f"{server} (nvidia-cuda-mps) {rest}\n")
+    for mode, expected in (
+        ("clients", {c1: pytest.approx(0.6), c2: pytest.approx(0.2)}),
+        # All the work sampled under the server: nothing tells the clients apart, so equal halves.
+        ("server", {c1: pytest.approx(0.3), c2: pytest.approx(0.3)}),
+    ):
+        gpu = FakeGpu(
+            uuid="GPU-mps",
+            mps_samples=mode,
+            processes=[
+                FakeProcess(server, mps_server=True),
+                FakeProcess(c1, compute=False, mps=True, sm_util=60, sample_phase_s=0.5),
+                # Also in the compute list (nvidia-smi shows clients as "M+C"): counted once.
+                FakeProcess(c2, compute=True, mps=True, sm_util=20, sample_phase_s=0.5),
+            ],
+        )
+        nvml = FakeNvml(gpus=[gpu])
+        source = NvmlGpuSource(nvml=nvml, procfs_root=str(root))
+        for k in range(4):
+            nvml.advance(1.0)
+            utils = _read_utils(source, float(k))
+        assert utils == expected, mode
+    # The server alone, no client: it is the only process holding the GPU and shows as such.
+    gpu.processes = [FakeProcess(server, mps_server=True)]
+    assert list(_read_utils(source, 5.0)) == [server]
+
+
+def test_mps_listing_unsupported_is_not_asked_again() -> None:
+    gpu = FakeGpu(
+        uuid="GPU-old",
+        unsupported={"nvmlDeviceGetMPSComputeRunningProcesses"},
+        processes=[FakeProcess(987654361)],
+    )
+    nvml = FakeNvml(gpus=[gpu])
+    source = NvmlGpuSource(nvml=nvml)
+    for k in range(3):
+        assert list(_read_utils(source, float(k))) == [987654361]
+    assert nvml.calls["nvmlDeviceGetMPSComputeRunningProcesses"] == 1
 
 
 def test_processes_are_deduplicated_and_memory_may_be_unavailable() -> None:
@@ -501,3 +666,17 @@ def test_reported_energy_is_monotonic_whatever_happens(ops: list[str]) -> None:
             assert r.energy_j >= last
             last = r.energy_j
     source.close()
+
+
+def test_mig_shares_are_of_what_mig_hands_out_not_of_the_board() -> None:
+    # A100: 108 SMs on the board, 98 of them in the 7g profile, 14 in each 1g instance.
+    gpu = FakeGpu(
+        uuid="GPU-a100-mig",
+        board_sm_count=108,
+        profile_sm_counts={0: 14, 1: 28, 2: 42, 3: 56, 4: 98},
+        mig=[FakeMigInstance(gpu_instance_id=7 + k, multiprocessor_count=14) for k in range(7)],
+        processes=[FakeProcess(987654371, gpu_instance_id=7)],
+    )
+    (r,) = NvmlGpuSource(nvml=FakeNvml(gpus=[gpu])).read(0.0)
+    assert (r.processes or ())[0].mig_sm_share == pytest.approx(1 / 7)
+    assert r.util is None  # no device utilisation on a MIG-enabled GPU
