@@ -100,6 +100,12 @@ class SharingResult:
 
 def scenarios(duration_s: float) -> list[Scenario]:
     half = duration_s / 2
+    four = (
+        Job(101, "A 80%", 0.8, 5.0),
+        Job(102, "B 50%", 0.5, 2.0, 0.3),
+        Job(103, "C 25%", 0.25, 0.4, 0.1),
+        Job(104, "D 10%", 0.1, 7.0, 2.0),
+    )
     gi = {"3g": (1, 42), "2g": (2, 28), "1g-a": (3, 14), "1g-b": (4, 14)}
     return [
         Scenario(
@@ -111,12 +117,7 @@ def scenarios(duration_s: float) -> list[Scenario]:
         Scenario(
             "time-slicing",
             "4 processes, duty 80/50/25/10%",
-            (
-                Job(101, "A 80%", 0.8, 5.0),
-                Job(102, "B 50%", 0.5, 2.0, 0.3),
-                Job(103, "C 25%", 0.25, 0.4, 0.1),
-                Job(104, "D 10%", 0.1, 7.0, 2.0),
-            ),
+            four,
             target=True,
         ),
         Scenario(
@@ -129,13 +130,15 @@ def scenarios(duration_s: float) -> list[Scenario]:
         Scenario(
             "time-slicing",
             "4 processes, NVML samples every 2 s (sparse)",
-            (
-                Job(101, "A 80%", 0.8, 5.0),
-                Job(102, "B 50%", 0.5, 2.0, 0.3),
-                Job(103, "C 25%", 0.25, 0.4, 0.1),
-                Job(104, "D 10%", 0.1, 7.0, 2.0),
-            ),
+            four,
             nvml_period_s=2.0,
+            target=True,
+        ),
+        Scenario(
+            "time-slicing",
+            "4 processes, NVML samples every 1/6 s (faster than we read)",
+            four,
+            nvml_period_s=1 / 6,
             target=True,
         ),
         Scenario(

@@ -165,15 +165,19 @@ def test_sharing_errors_run_through_nvml_source_and_meet_the_time_slicing_bounds
     results = sharing.run(quick=True)
     by = {(r.scenario, r.process): r for r in results}
     timed = [r for r in results if r.holds is not None]
-    assert len(timed) >= 14
+    assert len(timed) >= 18
     # The 2 s sampling case of the issue: 90/10, not the 70/30 an equal split on NOT_FOUND gave.
     sparse = by[("90/10, NVML samples every 2 s (sparse)", "A 90%")]
     assert sparse.measured_share == pytest.approx(0.9, abs=0.01)
     assert by[("idle process holding the GPU", "holder (idle)")].measured_share < 0.01
     # Time-slicing stays within 10% per process in the quick run (the full run's figures are in
-    # docs/benchmarks.md); 5% for processes whose load does not change on NVML's time scale.
+    # docs/benchmarks.md) where NVML samples no faster than we read; 5% for processes whose load does
+    # not change on NVML's time scale. Sampling faster than we read, NVML's one value per process
+    # stands for several periods in a way its docs leave open, and the table shows the cost.
+    fast = [r for r in timed if "1/6 s" in r.scenario]
+    assert len(fast) == 4 and max(abs(r.error_pct or 0.0) for r in fast) > 10.0
     for r in timed:
-        assert r.error_pct is None or abs(r.error_pct) < 10.0, r
+        assert r in fast or r.error_pct is None or abs(r.error_pct) < 10.0, r
     for key in (("2 processes, duty 90% and 30%", "A 90%"), ("4 processes, duty 80/50/25/10%", "A 80%")):
         assert abs(by[key].error_pct or 0.0) < 5.0
     # MIG: a seventh of the board at most; MPS clients sampled apart are split by what NVML saw.
