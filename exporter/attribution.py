@@ -417,7 +417,9 @@ class UtilisationWindow:
         period_us = round(self.period_s * 1e6)
         newest = 0
         for pid, (util, ts) in samples.items():
-            windows = self._windows.setdefault(pid, deque(maxlen=16))
+            windows = self._windows.get(pid)
+            if windows is None:
+                windows = self._windows[pid] = deque(maxlen=16)
             if windows:
                 last_end = windows[-1][1]
                 if ts <= last_end:
@@ -472,10 +474,13 @@ class UtilisationWindow:
         return [w[-1][2] if w and w[-1][1] >= recent else 0.0 for w in windows]
 
 
-def _window_mean(windows: Iterable[tuple[int, int, float]], start: int, end: int) -> float:
+def _window_mean(windows: deque[tuple[int, int, float]], start: int, end: int) -> float:
     """Time-weighted mean of the windows over (start, end]; time no window covers counts as 0."""
     busy = 0.0
-    for w_start, w_end, value in windows:
+    # Newest first: the stretch lies about a period back, so only the last few windows can reach it.
+    for w_start, w_end, value in reversed(windows):
+        if w_end <= start:
+            break
         overlap = min(end, w_end) - max(start, w_start)
         if overlap > 0:
             busy += value * overlap
