@@ -196,9 +196,11 @@ def _sharing_section(results: Sequence[SharingResult]) -> list[str]:
         "## Attribution error per GPU sharing mode (simulated GPU, NVML-faithful fake)",
         "",
         "A GPU simulated in 10 ms steps drives the test fake of NVML (per-process samples as NVML "
-        "documents them: one per process per call, only newer ones, idle processes left out, NOT_FOUND "
-        "when nothing is new, the driver's own sampling period and phase per process); the real NVML "
-        "source, attribution and sampler read it every 1 s +-50 ms. Truth per mode: docs/attribution.md "
+        "documents them and an H200 showed them: sampling moments on the driver's own clock, every 200 ms "
+        "unless said otherwise, one time-sliced process per moment, one value per process per call "
+        "averaged over the moments since the last call, idle processes left out, NOT_FOUND when nothing "
+        "is new); the real NVML source, attribution and sampler read it every 1 s +-50 ms for 10 minutes. "
+        "Truth per mode: docs/attribution.md "
         '"Accuracy". Error: (attributed - truth) / truth; shares are of the GPU\'s energy. A process '
         "whose true share is under 1% (an idle holder) is judged by the share it got.",
         "",

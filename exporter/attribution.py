@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -368,31 +369,30 @@ IDLE_MEMORY_PERIODS = 10
 class UtilisationWindow:
     """Per-process utilisation for attribution, from NVML's sparse per-process samples.
 
-    What NVML gives (``nvmlDeviceGetProcessUtilization``, see docs/attribution.md): at most one sample
-    per process per call, only samples newer than the caller's last timestamp, none for a process
-    that was idle in the driver's last sample period, NOT_FOUND when nothing is new. The driver
-    samples each process at its own moment of a period of its own, which can be longer than our
-    interval, and a sample stands for the period before its timestamp.
+    What NVML gives (``nvmlDeviceGetProcessUtilization``; the docs, and what a real H200 showed, are in
+    docs/attribution.md): the driver samples on a clock of its own, at a period of its own (200 ms on
+    the H200, possibly longer than our interval); a read returns one value per process for everything
+    newer than the timestamp it passes, the mean over all the driver's sampling moments in that time
+    (moments without a sample of the process counting as 0), nothing for a process without a sample in
+    that time, and NOT_FOUND when nothing is new.
 
-    So each sample is kept as a window on NVML's clock, ``(previous sample or timestamp - period,
-    timestamp]``; time no window covers is time the process was idle (once the driver's next sampling
-    moment for it has passed, which it has for every moment a period before NVML's newest sample).
-    Each interval of ours is mapped onto NVML's clock (``now`` minus the smallest lag seen between a
-    read and its newest sample) and moved back by one sampling period: the latest stretch of time for
-    which every process's samples, or their absence, are known. A process's utilisation for the
-    interval is its windows' time-weighted mean over that stretch. All processes are thus seen at the
-    same moment; taking each one's newest sample instead mixes moments up to a period apart, which
-    misjudges processes whose load changes on the scale of that period.
+    So each read that brings samples describes the stretch of NVML's clock since the previous read's
+    newest sample, up to its own newest: every process in it had that mean utilisation there, every
+    process not in it was idle there. Each interval of ours is mapped onto NVML's clock (``now`` minus
+    the smallest lag seen between a read and its newest sample) and moved back by one sampling period,
+    so that the driver has sampled all of it, and a process' utilisation for the interval is its
+    time-weighted mean over that stretch. All processes are thus judged over the same stretch of time,
+    one period behind the energy they share.
 
-    ``utilisation`` gives each listed process that mean; when none of them was busy in the stretch
-    (the GPU idles while they hold it), each one's last sample if it is no more than
-    IDLE_MEMORY_PERIODS periods older than the newest, so idle energy follows recent use; None
-    for all of them when none ever had a sample, and attribution then splits equally. A process that
-    holds the GPU and never computes gets 0 while others compute.
+    ``utilisation`` gives each listed process that mean. When none of them was busy in the stretch (the
+    GPU idles while they hold it) it gives each one's mean over the last IDLE_MEMORY_PERIODS periods
+    NVML reported on, so idle energy follows recent use (failing that, each one's last value); None
+    for all of them when none ever had a sample, and attribution then splits equally. A process that holds the
+    GPU and never computes gets 0 while others compute.
 
-    ``period_s`` None (the default): NVML's sampling period as its timestamps show it, a low percentile
-    of the gaps between one process's consecutive samples (DEFAULT_NVML_SAMPLE_PERIOD_S until two were
-    seen), at most MAX_NVML_SAMPLE_PERIOD_S.
+    ``period_s`` None (the default): the driver's period as its timestamps show it, a low percentile of
+    the gaps between distinct sample timestamps (DEFAULT_NVML_SAMPLE_PERIOD_S until seen), at most
+    MAX_NVML_SAMPLE_PERIOD_S.
     """
 
     def __init__(self, period_s: float | None = None, history: int = 64) -> None:
@@ -404,8 +404,9 @@ class UtilisationWindow:
                 f"got {period_s!r}"
             )
         self._period_s = period_s
-        # pid -> its recent windows on NVML's clock: (start us, end us = sample timestamp, utilisation)
-        self._windows: dict[int, deque[tuple[int, int, float]]] = {}
+        # What each read brought: (start us, end us on NVML's clock, pid -> mean utilisation there).
+        self._batches: deque[tuple[int, int, dict[int, float]]] = deque(maxlen=history)
+        self._last: dict[int, tuple[float, int]] = {}  # pid -> (its last non-zero value, its timestamp)
         self._gaps_us: deque[int] = deque(maxlen=history)
         self._lags_us: deque[int] = deque(maxlen=history)
         self._newest_us = 0
@@ -413,37 +414,36 @@ class UtilisationWindow:
 
     def update(self, now: float, samples: Mapping[int, tuple[float, int]]) -> None:
         """What one read at ``now`` (reader's clock, seconds) brought: pid -> (utilisation 0-1, NVML
-        timestamp in microseconds)."""
-        period_us = round(self.period_s * 1e6)
-        newest = 0
-        for pid, (util, ts) in samples.items():
-            windows = self._windows.get(pid)
-            if windows is None:
-                windows = self._windows[pid] = deque(maxlen=16)
-            if windows:
-                last_end = windows[-1][1]
-                if ts <= last_end:
-                    continue  # NVML should not send it again; an old sample must not look new
-                self._gaps_us.append(ts - last_end)
-                start = max(last_end, ts - period_us)
-            else:
-                start = ts - period_us
-            windows.append((start, ts, min(1.0, max(0.0, util))))
-            newest = max(newest, ts)
-        if newest:
-            self._newest_us = max(self._newest_us, newest)
-            # A read comes after its newest sample; the smallest gap seen is the clocks' offset.
-            self._lags_us.append(round(now * 1e6) - newest)
+        timestamp in microseconds of its newest sample)."""
+        fresh = {pid: (u, ts) for pid, (u, ts) in samples.items() if ts > self._last.get(pid, (0.0, 0))[1]}
+        if not fresh:
+            return
+        stamps = sorted({ts for _, ts in fresh.values()})
+        newest = stamps[-1]
+        if self._newest_us:
+            stamps.insert(0, self._newest_us)
+        self._gaps_us.extend(b - a for a, b in itertools.pairwise(stamps) if b > a)
+        start = self._newest_us if 0 < self._newest_us < newest else newest - round(self.period_s * 1e6)
+        values = {pid: min(1.0, max(0.0, u)) for pid, (u, _) in fresh.items()}
+        self._batches.append((start, max(newest, start + 1), values))
+        for pid, (_, ts) in fresh.items():
+            if values[pid] > 0:
+                self._last[pid] = (values[pid], ts)
+        self._newest_us = max(self._newest_us, newest)
+        # A read comes after its newest sample; the smallest gap seen is the clocks' offset.
+        self._lags_us.append(round(now * 1e6) - newest)
 
     def forget(self, live: Iterable[int]) -> None:
         """Drop processes no longer on the GPU (a reused PID must not inherit a sample)."""
         keep = set(live)
-        for pid in [p for p in self._windows if p not in keep]:
-            del self._windows[pid]
+        for pid in [p for p in self._last if p not in keep]:
+            del self._last[pid]
+            for _, _, values in self._batches:
+                values.pop(pid, None)
 
     @property
     def period_s(self) -> float:
-        """NVML's per-process sampling period: configured, or as its timestamps show it."""
+        """The driver's sampling period: configured, or as its timestamps show it."""
         if self._period_s is not None:
             return self._period_s
         if not self._gaps_us:
@@ -454,8 +454,7 @@ class UtilisationWindow:
     def utilisation(self, now: float, pids: Sequence[int]) -> list[float | None]:
         """Each listed process's utilisation (0-1) for the interval ending at ``now``, in ``pids`` order."""
         last_now, self._last_now = self._last_now, now
-        windows = [self._windows.get(pid) for pid in pids]
-        if not any(windows):
+        if not any(pid in self._last for pid in pids):
             return [None] * len(pids)
         period_us = round(self.period_s * 1e6)
         if self._lags_us:
@@ -463,28 +462,29 @@ class UtilisationWindow:
         else:
             end = self._newest_us - period_us
         length = round((now - last_now) * 1e6) if last_now is not None and now > last_now else period_us
-        start = end - max(1, length)
-        means = [_window_mean(w, start, end) if w else 0.0 for w in windows]
+        means = self._means(pids, end - max(1, length), end)
         if any(m > 0 for m in means):
             return list(means)
-        # Nobody busy in the stretch: the holders share the idle energy by their last known use, if
-        # that is recent (a process that stopped computing long ago no longer pays for idling).
-        latest = max(w[-1][1] for w in windows if w)
-        recent = latest - IDLE_MEMORY_PERIODS * period_us
-        return [w[-1][2] if w and w[-1][1] >= recent else 0.0 for w in windows]
+        # Nobody busy in the stretch: the holders share the idle energy by their recent use (their mean
+        # over the last IDLE_MEMORY_PERIODS periods NVML reported on), so a process that stopped
+        # computing long ago no longer pays for idling; failing that, by their last known use.
+        recent = self._means(pids, self._newest_us - IDLE_MEMORY_PERIODS * period_us, self._newest_us)
+        if any(m > 0 for m in recent):
+            return list(recent)
+        return [self._last[pid][0] if pid in self._last else 0.0 for pid in pids]
 
-
-def _window_mean(windows: deque[tuple[int, int, float]], start: int, end: int) -> float:
-    """Time-weighted mean of the windows over (start, end]; time no window covers counts as 0."""
-    busy = 0.0
-    # Newest first: the stretch lies about a period back, so only the last few windows can reach it.
-    for w_start, w_end, value in reversed(windows):
-        if w_end <= start:
-            break
-        overlap = min(end, w_end) - max(start, w_start)
-        if overlap > 0:
-            busy += value * overlap
-    return busy / (end - start)
+    def _means(self, pids: Sequence[int], start: int, end: int) -> list[float]:
+        """Each process's time-weighted mean utilisation over (start, end] of NVML's clock."""
+        busy = dict.fromkeys(pids, 0.0)
+        # Newest first: a stretch lies near the end, so only the last few reads can reach it.
+        for b_start, b_end, values in reversed(self._batches):
+            if b_end <= start:
+                break
+            overlap = min(end, b_end) - max(start, b_start)
+            if overlap > 0:
+                for pid in pids:
+                    busy[pid] += values.get(pid, 0.0) * overlap
+        return [busy[pid] / (end - start) for pid in pids]
 
 
 class IdleBaselineLearner:

@@ -26,18 +26,28 @@ What it mimics, checked against the installed nvidia-ml-py:
 - the real exceptions: every ``NVML_*`` constant and ``NVMLError*`` class is pynvml's own, so
   ``pynvml.NVMLError(code)`` maps to ``NVMLError_NotSupported`` etc. exactly as on a real machine;
 - per-process utilisation as NVML's API reference documents ``nvmlDeviceGetProcessUtilization``
-  (docs.nvidia.com/deploy/nvml-api, "Device Queries"; the same text is in nvml.h): the driver
-  samples each process at its own period (``FakeGpu.sample_period_s``, which can be longer than the
-  exporter's interval) and records a sample only for a process "that had some non-zero utilization
-  during the last sample period", so idle processes are simply absent; a call returns "one
-  utilization sample structure ... per process", only from samples with a timestamp (CPU time, us)
-  greater than ``lastSeenTimeStamp`` ("0 to read utilization based on all the samples maintained by
-  the driver's internal sample buffer", which is bounded: ``FakeGpu.sample_buffer``), and raises
-  NVML_ERROR_NOT_FOUND "if no valid sample entries are found since the lastSeenTimeStamp". The docs
-  do not say which value the one structure carries when a process has several samples newer than
-  the timestamp; the fake averages them, as nvitop's maintainers observed (nvitop PR #85) and as
-  "read utilization since the previous query" suggests. Processes are sampled at staggered moments,
-  each with its own timestamp, as seen on real drivers (go-nvml issue #51);
+  (docs.nvidia.com/deploy/nvml-api, "Device Queries"; the same text is in nvml.h), with the details
+  the docs leave open taken from a real NVIDIA H200 (probed for issue 12 with three processes
+  time-slicing the GPU; docs/attribution.md gives the figures):
+  - the driver samples on a clock of its own, every ``FakeGpu.sample_period_s`` (200 ms on the
+    H200; NVML documents 1/6 s to 1 s for device utilisation; it can be longer than the exporter's
+    interval), at the same moments for every process, timestamped in microseconds of CPU time;
+  - at each sampling moment one time-sliced process gets a sample, carrying the GPU's busy share of
+    the period (99 on the H200 while the GPU was always busy); which one is drawn in proportion to how
+    long each ran in the period (``FakeGpu.sample_draw``: ``even``, the default, gives each process
+    its share of the moments to within one over any run, as a time slicer whose slices do not line
+    up with the sampling clock would; ``random`` draws each moment independently, the noisier
+    case). The others get none: "one utilization sample structure is returned per process running,
+    that had some non-zero utilization during the last sample period", and a process that was idle
+    is absent. MPS clients run side by side; the fake gives each its own sample (not probed: no MPS
+    on the H200);
+  - a call returns one structure per process, only from samples with a timestamp greater than
+    ``lastSeenTimeStamp`` ("0 to read utilization based on all the samples maintained by the
+    driver's internal sample buffer", bounded here by ``FakeGpu.sample_buffer`` moments), and raises
+    NVML_ERROR_NOT_FOUND "if no valid sample entries are found since the lastSeenTimeStamp". When
+    several moments are newer than the timestamp, the structure carries the mean over all of them,
+    moments without a sample of that process counting as 0 (as on the H200: values in steps of 20
+    for five moments, of 4 for twenty-five), and the timestamp of its newest sample;
 - the size-query convention, as pynvml's wrapper runs it: one call without a buffer to learn the
   count, then one with a buffer of that size; when more samples arrive in between
   (``FakeGpu.on_size_query`` runs there) the second call fails with INSUFFICIENT_SIZE, which pynvml
@@ -58,6 +68,7 @@ it raise NOT_SUPPORTED.
 
 from __future__ import annotations
 
+import bisect
 import types
 import zlib
 from collections import Counter
@@ -84,8 +95,6 @@ class FakeProcess:
     sm_util: float = 0.0
     mps: bool = False  # an MPS client: listed by nvmlDeviceGetMPSComputeRunningProcesses
     mps_server: bool = False  # the MPS server (nvidia-cuda-mps-server), a compute process
-    # Where in each sample period the driver samples this process (None: staggered by pid).
-    sample_phase_s: float | None = None
 
 
 @dataclass
@@ -130,11 +139,14 @@ class FakeGpu:
     board_sm_count: int = 132
     board_attributes: bool = True  # False: GetAttributes on the full GPU raises NOT_SUPPORTED
     profile_sm_counts: dict[int, int] = field(default_factory=dict)  # GPU-instance profile -> SMs
-    # The driver's per-process utilisation sampling: its period, how many samples its buffer keeps,
-    # and which PID MPS clients' activity is sampled under ("clients" or "server").
-    sample_period_s: float = 1.0
+    # The driver's per-process utilisation sampling: its period (moments at whole multiples of it),
+    # how many sampling moments its buffer keeps, which PID MPS clients' activity is sampled under
+    # ("clients" or "server"), and the moments it sampled (with add_sample's too).
+    sample_period_s: float = 0.2
     sample_buffer: int = 256
     mps_samples: str = "clients"
+    sample_draw: str = "even"
+    sample_times: list[int] = field(default_factory=list)
     # Runs between pynvml's size query and its second call of nvmlDeviceGetProcessUtilization.
     on_size_query: Callable[[], None] | None = None
 
@@ -169,9 +181,12 @@ class FakeNvml(types.ModuleType):
         self.now_us = start_us
         self.calls: Counter[str] = Counter()
         self.initialised = 0
-        # The driver's sampling state per (GPU, sampled pid): busy microseconds so far in the current
-        # sample period, and the time of the next sample.
-        self._sampling: dict[tuple[int, int], list[float]] = {}
+        # The driver's sampling state per GPU: busy microseconds of each sampled pid so far in the
+        # current sample period, time-sliced ("sliced") or side by side ("mps").
+        self._busy: dict[int, dict[tuple[int, str], float]] = {}
+        # "even" draws: each sampled process's credit (its busy share of the periods so far, less one
+        # for each moment it was given).
+        self._credit: dict[int, dict[int, float]] = {}
 
     # ------------------------------------------------------------------ controls
 
@@ -188,8 +203,11 @@ class FakeNvml(types.ModuleType):
             self._sample(index, gpu, start, self.now_us)
 
     def add_sample(self, gpu: int, pid: int, sm_util: int, at_us: int | None = None) -> None:
-        """Put one sample (SM busy percent) at ``at_us`` (default: now) into the driver's buffer."""
-        self._record(self.gpus[gpu], FakeSample(pid, self.now_us if at_us is None else at_us, sm_util))
+        """Put one sample (SM busy percent) at ``at_us`` (default: now) into the driver's buffer; ``at_us``
+        becomes one of the driver's sampling moments."""
+        at = self.now_us if at_us is None else at_us
+        self._moment(self.gpus[gpu], at)
+        self._record(self.gpus[gpu], FakeSample(pid, at, sm_util))
 
     def lose(self, gpu: int) -> None:
         """The GPU falls off the bus: every call on it raises GPU_IS_LOST."""
@@ -206,44 +224,80 @@ class FakeNvml(types.ModuleType):
     @staticmethod
     def _record(gpu: FakeGpu, sample: FakeSample) -> None:
         gpu.samples.append(sample)
-        if len(gpu.samples) > gpu.sample_buffer:
-            del gpu.samples[: len(gpu.samples) - gpu.sample_buffer]
 
     @staticmethod
-    def _activity(gpu: FakeGpu) -> dict[int, tuple[float, FakeProcess]]:
-        """What the driver measures now: sampled pid -> (SM busy percent, the process it belongs to)."""
-        active: dict[int, tuple[float, FakeProcess]] = {}
+    def _moment(gpu: FakeGpu, at_us: int) -> None:
+        if at_us not in gpu.sample_times:
+            bisect.insort(gpu.sample_times, at_us)
+        if len(gpu.sample_times) > gpu.sample_buffer:
+            oldest = gpu.sample_times[-gpu.sample_buffer]
+            del gpu.sample_times[: len(gpu.sample_times) - gpu.sample_buffer]
+            gpu.samples[:] = [x for x in gpu.samples if x.timestamp_us >= oldest]
+
+    @staticmethod
+    def _activity(gpu: FakeGpu) -> dict[tuple[int, str], float]:
+        """What the driver measures now: (sampled pid, "sliced" or "mps") -> SM busy fraction."""
+        active: dict[tuple[int, str], float] = {}
         server = next((p for p in gpu.processes if p.mps_server), None)
         for proc in gpu.processes:
+            if proc.sm_util <= 0:
+                continue
             if proc.mps and server is not None and gpu.mps_samples == "server":
                 # All clients' work shows under the server: busy while any client's kernels run (exact
                 # for the 0 or 100 per step that time-stepped simulations use).
-                busy = max(active.get(server.pid, (0.0, server))[0], proc.sm_util)
-                active[server.pid] = (busy, server)
-            elif proc.pid not in active or proc.sm_util > active[proc.pid][0]:
-                active[proc.pid] = (proc.sm_util, proc)
+                key = (server.pid, "mps")
+                active[key] = max(active.get(key, 0.0), proc.sm_util / 100.0)
+            else:
+                key = (proc.pid, "mps" if proc.mps else "sliced")
+                active[key] = max(active.get(key, 0.0), proc.sm_util / 100.0)
         return active
 
     def _sample(self, index: int, gpu: FakeGpu, start_us: int, end_us: int) -> None:
         period = round(gpu.sample_period_s * 1_000_000)
-        for pid, (busy, proc) in self._activity(gpu).items():
-            state = self._sampling.get((index, pid))
-            if state is None:
-                if proc.sample_phase_s is not None:
-                    phase = round(proc.sample_phase_s * 1_000_000) % period
-                else:
-                    phase = zlib.crc32(str(pid).encode()) % period  # staggered, as real drivers do
-                first = start_us - (start_us - phase) % period + period
-                state = self._sampling[(index, pid)] = [0.0, float(first)]
-            t = float(start_us)
-            while state[1] <= end_us:
-                state[0] += busy / 100.0 * (state[1] - t)
-                percent = round(100.0 * state[0] / period)
-                if percent > 0:  # "non-zero utilization during the last sample period" only
-                    self._record(gpu, FakeSample(pid, int(state[1]), min(100, percent)))
-                t, state[0] = state[1], 0.0
-                state[1] += period
-            state[0] += busy / 100.0 * (end_us - t)
+        busy = self._busy.setdefault(index, {})
+        active = self._activity(gpu)
+        t = start_us
+        while t < end_us:
+            moment = (t // period + 1) * period
+            stop = min(moment, end_us)
+            for key, fraction in active.items():
+                busy[key] = busy.get(key, 0.0) + fraction * (stop - t)
+            if moment <= end_us:
+                self._take_samples(index, gpu, busy, moment, period)
+            t = stop
+
+    def _take_samples(
+        self, index: int, gpu: FakeGpu, busy: dict[tuple[int, str], float], moment: int, period: int
+    ) -> None:
+        sliced = {pid: b for (pid, kind), b in busy.items() if kind == "sliced" and b > 0}
+        if sliced:
+            # One time-sliced process per moment, drawn in proportion to how long each ran. "even": the
+            # moment goes to the process owed most (stride scheduling: over a run each one gets its
+            # share of the moments to within one); "random": a hash of the moment draws it. Either way
+            # the same on every run.
+            total = sum(sliced.values())
+            if gpu.sample_draw == "random":
+                draw = zlib.crc32(f"{index}:{moment}".encode()) / 2**32 * total
+                picked = 0
+                for picked, b in sliced.items():  # noqa: B007 - the loop picks one
+                    draw -= b
+                    if draw < 0:
+                        break
+            else:
+                credit = self._credit.setdefault(index, {})
+                for pid, b in sliced.items():
+                    credit[pid] = credit.get(pid, 0.0) + b / total
+                picked = max(sliced, key=lambda pid: credit[pid])
+                credit[picked] -= 1.0
+            percent = round(100.0 * min(1.0, sum(sliced.values()) / period))
+            if percent > 0:
+                self._record(gpu, FakeSample(picked, moment, percent))
+        for (pid, kind), b in busy.items():
+            percent = round(100.0 * min(1.0, b / period))
+            if kind == "mps" and percent > 0:
+                self._record(gpu, FakeSample(pid, moment, percent))
+        self._moment(gpu, moment)
+        busy.clear()
 
     @staticmethod
     def _raise(code: int) -> None:
@@ -396,24 +450,27 @@ class FakeNvml(types.ModuleType):
         if gpu.mig is not None:
             self._raise(_real.NVML_ERROR_NOT_SUPPORTED)
         # pynvml's wrapper: first the size query (no buffer) ...
-        newer = self._newer(gpu, timeStamp)
+        newer = self._newer(gpu, timestamp=timeStamp)
         if not newer:
             self._raise(_real.NVML_ERROR_NOT_FOUND)
         size = len(newer)
         if gpu.on_size_query is not None:
             gpu.on_size_query()
         # ... then the call with a buffer of that many entries; the driver may have sampled meanwhile.
-        newer = self._newer(gpu, timeStamp)
+        newer = self._newer(gpu, timestamp=timeStamp)
         if not newer:
             self._raise(_real.NVML_ERROR_NOT_FOUND)
         if len(newer) > size:
             self._raise(_real.NVML_ERROR_INSUFFICIENT_SIZE)
+        # The mean over every sampling moment newer than the timestamp, a moment without a sample of
+        # the process counting as 0.
+        moments = len(gpu.sample_times) - bisect.bisect_right(gpu.sample_times, timeStamp)
         return [
             _real.c_nvmlProcessUtilizationSample_t(
                 pid=pid,
                 timeStamp=max(x.timestamp_us for x in samples),
-                smUtil=round(sum(x.sm_util for x in samples) / len(samples)),
-                memUtil=round(sum(x.mem_util for x in samples) / len(samples)),
+                smUtil=round(sum(x.sm_util for x in samples) / max(moments, len(samples))),
+                memUtil=round(sum(x.mem_util for x in samples) / max(moments, len(samples))),
                 encUtil=0,
                 decUtil=0,
             )

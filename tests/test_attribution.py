@@ -332,9 +332,9 @@ def _ts(t: float) -> int:
 def test_window_learns_nvml_sampling_period_from_its_timestamps() -> None:
     window = UtilisationWindow()
     assert window.period_s == 1.0  # assumed until NVML's timestamps show it
-    for k in range(12):  # we read every 1 s, NVML samples every 2 s
-        window.update(float(k), {7: (0.9, _ts(k // 2 * 2.0 - 0.3))} if k % 2 == 0 else {})
-    assert window.period_s == pytest.approx(2.0)
+    for k in range(1, 12):  # we read every 1 s; the driver samples every 0.2 s, one process a moment
+        window.update(float(k), {7: (0.6, _ts(k - 0.2)), 8: (0.4, _ts(k - 0.4))})
+    assert window.period_s == pytest.approx(0.2)
     slow = UtilisationWindow()
     for k in range(5):
         slow.update(60.0 * k, {7: (0.5, _ts(60.0 * k))})
@@ -346,46 +346,45 @@ def test_window_learns_nvml_sampling_period_from_its_timestamps() -> None:
         UtilisationWindow(period_s=60.0)
 
 
-def test_window_sees_every_process_at_the_same_moment_one_period_back() -> None:
-    # NVML samples every 1 s: process 1 at 0.25 s past each second, process 2 at 0.75 s. Process 1
-    # computes 80% until t=10 and 20% after; process 2 20%, then 80%. Process 3 holds the GPU idle.
-    window = UtilisationWindow(period_s=1.0)
+def test_window_judges_every_process_over_the_same_stretch_one_period_back() -> None:
+    # NVML samples every 0.5 s; we read every 1 s, right after a sampling moment, so each read brings
+    # the mean over the second before it. Process 1 is busy 80% until t=10 and 20% after, process 2
+    # the reverse; process 3 holds the GPU idle and never shows up.
+    window = UtilisationWindow(period_s=0.5)
     assert window.utilisation(0.0, [1, 2, 3]) == [None, None, None]  # nobody ever had a sample
     for k in range(1, 15):
-        samples: dict[int, tuple[float, int]] = {}
-        for pid, phase, before, after in ((1, 0.25, 0.8, 0.2), (2, 0.75, 0.2, 0.8)):
-            t = k - 1 + phase
-            start = t - 1.0
-            # The sample covers (t - 1, t]: a mix when the change at t=10 falls inside it.
-            busy = before * max(0.0, min(t, 10.0) - start) + after * max(0.0, t - max(start, 10.0))
-            samples[pid] = (busy, _ts(t))
-        window.update(float(k), samples)
-        utils = window.utilisation(float(k), [1, 2, 3])
-        # Reads come 0.25 s after NVML's newest sample, so interval (k - 1, k] maps to
-        # (k - 2.25, k - 1.25] on NVML's clock, complete for both processes.
-        if k in (5, 10):
-            assert utils == pytest.approx([0.8, 0.2, 0.0])
-        if k == 12:
-            # (9.75, 10.75]: process 1's windows (9.25, 10.25] (0.65, a mix) and (10.25, 11.25]
-            # (0.2); process 2's (9.75, 10.75], a quarter before the change: 0.65.
-            assert utils == pytest.approx([0.425, 0.65, 0.0])
-        if k == 13:
-            assert utils == pytest.approx([0.2, 0.8, 0.0])
+        before = k <= 10
+        window.update(
+            float(k) + 0.01, {1: (0.8 if before else 0.2, _ts(k)), 2: (0.2 if before else 0.8, _ts(k))}
+        )
+        utils = window.utilisation(float(k) + 0.01, [1, 2, 3])
+        # Interval (k - 1, k] maps to (k - 1.5, k - 0.5] on NVML's clock: half of each of the last
+        # two reads' seconds.
+        if 2 <= k <= 10 or k >= 12:
+            expected = [0.8, 0.2, 0.0] if k <= 10 else [0.2, 0.8, 0.0]
+            assert utils == pytest.approx(expected)
+        if k == 11:
+            assert utils == pytest.approx([0.5, 0.5, 0.0])
+    # A read without process 2: it was idle over that second.
+    window.update(15.01, {1: (0.6, _ts(15))})
+    assert window.utilisation(15.01, [1, 2, 3]) == pytest.approx([0.4, 0.4, 0.0])
+    window.update(16.01, {1: (0.6, _ts(16)), 2: (0.4, _ts(16))})
+    assert window.utilisation(16.01, [1, 2, 3]) == pytest.approx([0.6, 0.2, 0.0])
 
 
 def test_window_idle_stretch_follows_recent_use_and_forgets_old_use() -> None:
     window = UtilisationWindow(period_s=1.0)
-    for k in range(1, 6):
-        window.update(float(k), {1: (0.6, _ts(k - 0.5)), 2: (0.2, _ts(k - 0.5))})
-    for k in range(6, 12):  # both stop: nothing new from NVML (NOT_FOUND)
+    for k in range(1, 21):
+        window.update(float(k), {1: (0.6, _ts(k)), 2: (0.2, _ts(k))})
+    for k in range(21, 27):  # both stop: nothing new from NVML (NOT_FOUND)
         window.update(float(k), {})
-        # Nobody computed in the stretch: the idle energy follows their last known use.
-        assert window.utilisation(float(k), [1, 2, 3]) == [0.6, 0.2, 0.0]
-    for k in range(12, 12 + IDLE_MEMORY_PERIODS + 3):  # process 1 computes again, now and then
-        window.update(float(k), {1: (0.5, _ts(k - 0.5))} if k % 4 == 0 else {})
+        # Nobody computed in the stretch: the idle energy follows their use in the last 10 periods.
+        assert window.utilisation(float(k), [1, 2, 3]) == pytest.approx([0.6, 0.2, 0.0])
+    for k in range(27, 27 + IDLE_MEMORY_PERIODS + 3):  # process 1 computes again, now and then
+        window.update(float(k), {1: (0.5, _ts(k))} if k % 4 == 0 else {})
         utils = window.utilisation(float(k), [1, 2, 3])
     # Process 2 computed too long ago to pay for idling any more.
     assert utils[1:] == [0.0, 0.0]
-    window.update(30.0, {1: (0.1, _ts(3.5))})  # older than what we have: not new, not counted
+    window.update(50.0, {1: (0.1, _ts(3.5))})  # older than what we have: not new, not counted
     window.forget([2])
-    assert window.utilisation(30.0, [1, 2]) == [0.0, 0.2]  # 1 forgotten: a reused PID starts afresh
+    assert window.utilisation(50.0, [1, 2]) == pytest.approx([0.0, 0.2])  # 1 forgotten: starts afresh

@@ -165,26 +165,26 @@ def test_sharing_errors_run_through_nvml_source_and_meet_the_time_slicing_bounds
     results = sharing.run(quick=True)
     by = {(r.scenario, r.process): r for r in results}
     timed = [r for r in results if r.holds is not None]
-    assert len(timed) >= 18
+    assert len(timed) >= 24
     # The 2 s sampling case of the issue: 90/10, not the 70/30 an equal split on NOT_FOUND gave.
     sparse = by[("90/10, NVML samples every 2 s (sparse)", "A 90%")]
     assert sparse.measured_share == pytest.approx(0.9, abs=0.01)
     assert by[("idle process holding the GPU", "holder (idle)")].measured_share < 0.01
-    # Time-slicing stays within 10% per process in the quick run (the full run's figures are in
-    # docs/benchmarks.md) where NVML samples no faster than we read; 5% for processes whose load does
-    # not change on NVML's time scale. Sampling faster than we read, NVML's one value per process
-    # stands for several periods in a way its docs leave open, and the table shows the cost.
-    fast = [r for r in timed if "1/6 s" in r.scenario]
-    assert len(fast) == 4 and max(abs(r.error_pct or 0.0) for r in fast) > 10.0
+    # NVML sampling every 200 ms, as the H200 did: within 5% per process even in the 2-minute quick
+    # run (the full run's figures are in docs/attribution.md). Slower sampling and random draws
+    # leave fewer or noisier samples to go by in two minutes: within 25%.
     for r in timed:
-        assert r in fast or r.error_pct is None or abs(r.error_pct) < 10.0, r
-    for key in (("2 processes, duty 90% and 30%", "A 90%"), ("4 processes, duty 80/50/25/10%", "A 80%")):
-        assert abs(by[key].error_pct or 0.0) < 5.0
-    # MIG: a seventh of the board at most; MPS clients sampled apart are split by what NVML saw.
+        assert r.error_pct is None or abs(r.error_pct) < 25.0, r
+    for name in ("2 processes, duty 90% and 30%", "4 processes, duty 80/50/25/10%"):
+        for r in results:
+            if r.scenario == name:
+                assert r.holds, r
+    # MIG: a seventh of the board at most; MPS clients on equal SM shares split by what NVML saw.
     assert by[("one busy job on one of seven 1g slices", "1g job 100%")].measured_share == pytest.approx(
         1 / 7
     )
-    assert by[("clients sampled, same SM footprint, duty 80% and 40%", "A 80%")].error_pct is not None
+    mps = by[("clients sampled, same SM footprint, duty 80% and 40%", "A 80%")]
+    assert mps.error_pct is not None and abs(mps.error_pct) < 5.0
     text = report.render([], [], [], "test", "a machine", sharing=results)
     assert "## Attribution error per GPU sharing mode" in text
     assert "time-slicing attribution error per process < 5%" in text

@@ -230,35 +230,47 @@ def _handle(nvml: FakeNvml) -> object:
     return nvml.nvmlDeviceGetHandleByIndex(0)
 
 
-def test_fake_answers_process_utilisation_as_nvml_documents() -> None:
-    # The fake itself, against the nvmlDeviceGetProcessUtilization text: one structure per process,
-    # only samples newer than the timestamp, idle processes absent, NOT_FOUND when nothing is new.
-    gpu = FakeGpu(
-        uuid="GPU-f",
-        sample_period_s=2.0,
-        processes=[FakeProcess(1001, sm_util=90, sample_phase_s=0.0), FakeProcess(1002, sample_phase_s=0.5)],
-    )
+def test_fake_answers_process_utilisation_as_nvml_documents_and_as_a_real_h200_did() -> None:
+    # The fake itself: one structure per process, only samples newer than the timestamp, idle
+    # processes absent, NOT_FOUND when nothing is new; several sampling moments averaged with the
+    # moments a process was not sampled counting as 0; one time-sliced process per moment.
+    a, b = 1001, 1002
+    gpu = FakeGpu(uuid="GPU-f", sample_period_s=2.0, processes=[FakeProcess(a, sm_util=90), FakeProcess(b)])
     nvml = FakeNvml(gpus=[gpu])
     handle = _handle(nvml)
-    t0 = nvml.now_us
+    t0 = nvml.now_us  # a whole multiple of 2 s: the driver samples at t0 + 2 s, t0 + 4 s, ...
     nvml.advance(1.0)
     with pytest.raises(pynvml.NVMLError_NotFound):
         nvml.nvmlDeviceGetProcessUtilization(handle, 0)  # the driver has not sampled yet
     nvml.advance(1.0)
-    (sample,) = nvml.nvmlDeviceGetProcessUtilization(handle, 0)  # 1002 was idle: absent
-    assert (sample.pid, sample.smUtil, sample.timeStamp) == (1001, 90, t0 + 2_000_000)
+    (sample,) = nvml.nvmlDeviceGetProcessUtilization(handle, 0)  # b was idle: absent
+    assert (sample.pid, sample.smUtil, sample.timeStamp) == (a, 90, t0 + 2_000_000)
     with pytest.raises(pynvml.NVMLError_NotFound):
         nvml.nvmlDeviceGetProcessUtilization(handle, sample.timeStamp)
     nvml.advance(2.0)
     gpu.processes[0].sm_util = 30
     nvml.advance(2.0)
-    # Two driver samples (90, 30) newer than the timestamp, still one structure for the process.
+    # Two moments (90, 30) newer than the timestamp: still one structure, with their mean.
     (sample,) = nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 2_000_000)
-    assert (sample.pid, sample.smUtil, sample.timeStamp) == (1001, 60, t0 + 6_000_000)
+    assert (sample.pid, sample.smUtil, sample.timeStamp) == (a, 60, t0 + 6_000_000)
+    gpu.processes[0].sm_util, gpu.processes[1].sm_util = 0, 50
+    nvml.advance(2.0)
+    gpu.processes[0].sm_util, gpu.processes[1].sm_util = 80, 0
+    nvml.advance(2.0)
+    by_pid = {x.pid: x for x in nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 6_000_000)}
+    # Each was sampled at one of the two moments: half its value, the other moment counting as 0.
+    assert {pid: x.smUtil for pid, x in by_pid.items()} == {a: 40, b: 25}
+    assert (by_pid[a].timeStamp, by_pid[b].timeStamp) == (t0 + 10_000_000, t0 + 8_000_000)
+    # Time-slicing: at a moment only one of the processes that ran gets a sample, with the GPU's
+    # busy share of the period (the H200 gave 99 to one of three always-busy processes).
+    gpu.processes[0].sm_util, gpu.processes[1].sm_util = 60, 40
+    nvml.advance(2.0)
+    (sample,) = nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 10_000_000)
+    assert (sample.pid in (a, b), sample.smUtil) == (True, 100)
     # The size query and the read are two calls; a sample in between makes the read fail.
-    gpu.on_size_query = lambda: nvml.add_sample(0, 1002, 50)
+    gpu.on_size_query = lambda: nvml.add_sample(0, 1003, 50)
     with pytest.raises(pynvml.NVMLError_InsufficientSize):
-        nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 2_000_000)
+        nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 10_000_000)
     gpu.mig = [FakeMigInstance(gpu_instance_id=1, multiprocessor_count=16)]
     with pytest.raises(pynvml.NVMLError_NotSupported):
         nvml.nvmlDeviceGetProcessUtilization(handle, 0)
@@ -271,15 +283,12 @@ def _read_utils(source: NvmlGpuSource, now: float) -> dict[int, float | None]:
     return {p.pid: p.sm_util for p in r.processes or ()}
 
 
-def test_sparse_samples_are_held_between_nvml_sampling_periods() -> None:
-    # NVML samples every 2 s, we read every 1 s: every other read answers NOT_FOUND.
+def test_sparse_samples_still_cover_every_interval() -> None:
+    # NVML samples every 2 s, we read every 1 s: every other read answers NOT_FOUND. Each interval is
+    # judged over a stretch NVML has reported on, so the weights always cover the busy GPU.
+    a, b = 987654301, 987654302
     gpu = FakeGpu(
-        uuid="GPU-s",
-        sample_period_s=2.0,
-        processes=[
-            FakeProcess(987654301, sm_util=90, sample_phase_s=0.3),
-            FakeProcess(987654302, sm_util=10, sample_phase_s=0.6),
-        ],
+        uuid="GPU-s", sample_period_s=2.0, processes=[FakeProcess(a, sm_util=90), FakeProcess(b, sm_util=10)]
     )
     nvml = FakeNvml(gpus=[gpu])
     source = NvmlGpuSource(nvml=nvml)
@@ -295,16 +304,19 @@ def test_sparse_samples_are_held_between_nvml_sampling_periods() -> None:
             raise
 
     nvml.nvmlDeviceGetProcessUtilization = counting  # type: ignore[method-assign]
-    for k in range(4):  # the first samples cover part of a period only
+    for k in range(4):
         nvml.advance(1.0)
         source.read(float(k))
-    seen = []
-    for k in range(4, 40):
+    total = {a: 0.0, b: 0.0}
+    for k in range(4, 204):
         nvml.advance(1.0)
-        seen.append(_read_utils(source, float(k)))
-    assert not_found >= 8
-    for utils in seen:
-        assert utils == {987654301: pytest.approx(0.9), 987654302: pytest.approx(0.1)}
+        utils = _read_utils(source, float(k))
+        assert sum(u or 0.0 for u in utils.values()) == pytest.approx(1.0)
+        for pid in total:
+            total[pid] += utils[pid] or 0.0
+    assert not_found >= 98
+    # 100 sampling moments, each giving the period to one process: 90/10 to within a moment or so.
+    assert total[a] / (total[a] + total[b]) == pytest.approx(0.9, abs=0.015)
 
 
 def test_idle_holder_gets_zero_and_a_process_that_stops_drops_to_zero_within_two_periods() -> None:
@@ -316,46 +328,47 @@ def test_idle_holder_gets_zero_and_a_process_that_stops_drops_to_zero_within_two
     )
     nvml = FakeNvml(gpus=[gpu])
     source = NvmlGpuSource(nvml=nvml, nvml_sample_period_s=1.0)
-    for k in range(5):
+    seen = {busy: 0.0, stops: 0.0, idle: 0.0}
+    for k in range(100):
         nvml.advance(1.0)
         utils = _read_utils(source, float(k))
-    assert utils == {busy: pytest.approx(0.5), stops: pytest.approx(0.5), idle: 0.0}
+        if k >= 4:
+            assert utils[idle] == 0.0
+            for pid in seen:
+                seen[pid] += utils[pid] or 0.0
+    assert seen[busy] == pytest.approx(seen[stops], rel=0.05)
     gpu.processes[1].sm_util = 0  # it keeps holding the GPU but computes nothing from now on
     history = []
-    for k in range(5, 12):
+    for k in range(100, 107):
         nvml.advance(1.0)
         history.append(_read_utils(source, float(k))[stops])
-    # Attribution runs a period behind NVML (so that all processes are seen at the same moment): its
-    # last busy stretch still counts for a read or two, then it is idle like any process NVML omits.
-    assert history[0] > 0
-    assert history[-4:] == [0.0, 0.0, 0.0, 0.0]
-    assert sum(1 for u in history if u) <= 3
+    # Attribution runs a period behind NVML (so that every process is judged over the same stretch):
+    # it stops counting within two reads, then it is idle like any process NVML leaves out.
+    assert history[-5:] == [0.0] * 5
 
 
-def test_not_found_streak_keeps_the_last_known_split_and_never_splits_equally() -> None:
+def test_not_found_streak_shares_idle_energy_by_recent_use_never_equally() -> None:
     a, b, newcomer = 987654321, 987654322, 987654323
     gpu = FakeGpu(
-        uuid="GPU-n",
-        sample_period_s=1.0,
-        # Sampled on the second, when the load changes: the last samples cover busy periods only.
-        processes=[
-            FakeProcess(a, sm_util=80, sample_phase_s=0.0),
-            FakeProcess(b, sm_util=20, sample_phase_s=0.0),
-        ],
+        uuid="GPU-n", sample_period_s=1.0, processes=[FakeProcess(a, sm_util=80), FakeProcess(b, sm_util=20)]
     )
     nvml = FakeNvml(gpus=[gpu])
     source = NvmlGpuSource(nvml=nvml)
-    for k in range(4):
+    for k in range(20):
         nvml.advance(1.0)
         source.read(float(k))
     for proc in gpu.processes:
         proc.sm_util = 0  # both idle: NVML answers NOT_FOUND from now on
     gpu.processes.append(FakeProcess(newcomer))
-    for k in range(4, 60):
+    for k in range(20, 80):
         nvml.advance(1.0)
         utils = _read_utils(source, float(k))
-    # The GPU's idle energy follows the holders' last known use; the newcomer never computed.
-    assert utils == {a: pytest.approx(0.8), b: pytest.approx(0.2), newcomer: 0.0}
+        assert utils[newcomer] == 0.0  # it never computed
+        if k >= 23:  # past the last busy stretch
+            # The idle energy follows the holders' use over the last ten periods NVML reported on:
+            # ten moments, each given to one of them.
+            share = (utils[a] or 0.0) / ((utils[a] or 0.0) + (utils[b] or 0.0))
+            assert share == pytest.approx(0.8, abs=0.11)
 
 
 def test_equal_split_only_while_no_process_ever_had_a_sample() -> None:
@@ -366,31 +379,35 @@ def test_equal_split_only_while_no_process_ever_had_a_sample() -> None:
         nvml.advance(1.0)
         assert _read_utils(source, float(k)) == {987654331: None, 987654332: None}
     gpu.processes[1].sm_util = 40
-    for k in range(5, 8):
+    for k in range(5, 9):
         nvml.advance(1.0)
         utils = _read_utils(source, float(k))
     assert utils == {987654331: 0.0, 987654332: pytest.approx(0.4)}
 
 
 def test_samples_arriving_between_size_query_and_read_are_not_lost() -> None:
-    gpu = FakeGpu(uuid="GPU-r", processes=[FakeProcess(987654341), FakeProcess(987654342)])
+    gpu = FakeGpu(uuid="GPU-r", processes=[FakeProcess(p) for p in (987654341, 987654342, 987654343)])
     nvml = FakeNvml(gpus=[gpu])
     source = NvmlGpuSource(nvml=nvml)
     nvml.add_sample(0, 987654341, 70)
-    grow = [987654342]
-    gpu.on_size_query = lambda: nvml.add_sample(0, grow.pop(), 30) if grow else None
+    later = [987654342]
+    gpu.on_size_query = lambda: nvml.add_sample(0, later.pop(), 30) if later else None
     # The first attempt fails with INSUFFICIENT_SIZE; the exporter asks once more and gets both.
-    assert _read_utils(source, 0.0) == {987654341: pytest.approx(0.7), 987654342: pytest.approx(0.3)}
+    source.read(0.0)
     assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 2
+    seen_ts = source._gpus[0].last_util_timestamp_us
+    assert seen_ts == nvml.now_us
 
-    # Growing on every call: nothing this read, but the timestamp stays, so the next read has it.
+    # Growing on every call: nothing this read, but the timestamp stays, so the next read has it all.
     nvml.advance(1.0)
+    newcomers = iter((987654342, 987654343))
+    gpu.on_size_query = lambda: nvml.add_sample(0, next(newcomers, 987654343), 90)
     nvml.add_sample(0, 987654341, 10)
-    gpu.on_size_query = lambda: nvml.add_sample(0, 987654342, 90, at_us=nvml.now_us)
-    (r,) = source.read(1.0)
-    assert r.up
+    source.read(1.0)
+    assert source._gpus[0].last_util_timestamp_us == seen_ts
     gpu.on_size_query = None
-    assert _read_utils(source, 2.0) == {987654341: pytest.approx(0.1), 987654342: pytest.approx(0.9)}
+    source.read(2.0)
+    assert source._gpus[0].last_util_timestamp_us == nvml.now_us
 
 
 def test_mps_clients_are_listed_and_the_server_is_not_charged(tmp_path: Path) -> None:
@@ -409,9 +426,9 @@ def test_mps_clients_are_listed_and_the_server_is_not_charged(tmp_path: Path) ->
             mps_samples=mode,
             processes=[
                 FakeProcess(server, mps_server=True),
-                FakeProcess(c1, compute=False, mps=True, sm_util=60, sample_phase_s=0.5),
+                FakeProcess(c1, compute=False, mps=True, sm_util=60),
                 # Also in the compute list (nvidia-smi shows clients as "M+C"): counted once.
-                FakeProcess(c2, compute=True, mps=True, sm_util=20, sample_phase_s=0.5),
+                FakeProcess(c2, compute=True, mps=True, sm_util=20),
             ],
         )
         nvml = FakeNvml(gpus=[gpu])
