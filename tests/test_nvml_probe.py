@@ -57,6 +57,9 @@ def test_h200_gives_one_process_per_sampling_moment_on_a_200ms_clock(probe: dict
     # Each moment gives the period's utilisation (always busy: 99) to one of the three processes.
     assert Counter(v for c in fast for _, _, v in c).most_common(1)[0][0] == 99
     assert {pid for c in fast for pid, _, _ in c} == set(probe["pid"])
+    # Timestamps are wall-clock microseconds, readable about 10 ms after the moment.
+    lags = sorted(now - ts / 1e6 for now, r in probe["f"] if isinstance(r, list) for _, ts, _ in r)
+    assert 0.0 <= lags[len(lags) // 2] < 0.05
 
 
 def test_h200_averages_over_every_moment_since_the_timestamp_idle_ones_as_zero(probe: dict[str, Any]) -> None:
