@@ -247,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.budgets import main as budgets_main
 
         return budgets_main(args[1:])
+    if args and args[0] == "validate-gpu":
+        from exporter.validate_gpu.main import main as validate_main
+
+        return validate_main(args[1:])
     return run_exporter(args)
 
 
