@@ -7,16 +7,15 @@ NvmlGpuSource, attribution and sampler read it, ticking every second with +-50 m
 per-process energy is compared with the truth, which each mode defines (see ``Scenario.truth`` and
 docs/attribution.md):
 
-- time-slicing: the energy of every step goes to the processes whose kernels run in it, in
-  proportion to their share of the step (the time slicer shares the GPU equally among the
-  processes that have work); the energy of steps in which no kernel runs (idle power while
-  processes hold the GPU) is shared in proportion to each process's busy time over the run. With
-  ``physical`` truth, each process gets its kernels' own power above idle instead, and the idle
-  floor by busy time: what utilisation cannot see when processes draw different power.
-- MPS: clients run at the same time; the energy of every step goes to the clients in proportion to
-  the SM-time they use (SM fraction x time); idle steps as for time-slicing.
-- MIG: the contract's split with perfect knowledge: each instance's processes get the board's
-  energy x the instance's share of the SMs x the instance's activity in the step; the rest is
+- time-slicing: the contract applied with perfect knowledge: each of the exporter's intervals' energy
+  goes to the processes in proportion to their true busy time in it (the time slicer shares the GPU
+  equally among the processes that have work); intervals in which no kernel ran are shared by busy
+  time over the run. With ``physical`` truth, step by step each process gets its kernels' own power
+  above idle, and the idle floor by busy time: what utilisation cannot see when processes draw
+  different power.
+- MPS: clients run at the same time; as time-slicing, with SM-time (SM fraction x time) for busy time.
+- MIG: the contract with perfect knowledge: each instance's processes get the interval's energy x the
+  instance's share of the SMs x the instance's busy fraction of the interval; the rest is
   unattributed. NVML measures no activity per instance, so the exporter charges an occupied instance
   its whole share: exact for a busy instance, too much for a half-busy one.
 """
@@ -246,34 +245,63 @@ def _step(sc: Scenario, step: int) -> tuple[float, list[float], list[float], lis
 
 
 class _Truth:
+    """The truth of one scenario, built step by step and closed at each of the exporter's ticks.
+
+    ``utilisation`` (time-slicing, MPS, MIG): the contract applied with perfect knowledge. Each of the
+    exporter's intervals' energy goes to the processes in proportion to their true busy time in it
+    (MPS: SM-time; MIG: the instance's share of the SMs x its busy fraction of the interval, the rest
+    unattributed); intervals in which no kernel ran at all are shared by busy time over the run.
+    ``physical`` (time-slicing): step by step, each process gets its kernels' own power above idle,
+    and the idle floor by its share of the step's busy time; steps in which no kernel ran are shared
+    by busy time over the run.
+    """
+
     def __init__(self, sc: Scenario) -> None:
         self.sc = sc
         n = len(sc.jobs)
         self.joules = [0.0] * n
-        self.busy = [0.0] * n  # truth weights summed over the run: who pays for idle steps
+        self.busy = [0.0] * n  # truth weights summed over the run: who pays for idle time
         self.idle_pool = 0.0
-        self.total = 0.0
+        self.interval_j = 0.0
+        self.interval_w = [0.0] * n
+        self.interval_steps = 0
 
     def add(self, power: float, weights: list[float], mig: list[float]) -> None:
         energy = power * STEP_S
-        self.total += energy
-        if self.sc.mode == "MIG":
-            for i, share in enumerate(mig):
-                self.joules[i] += energy * share
-            return
         total_w = math.fsum(weights)
-        if total_w <= 0:
-            self.idle_pool += energy
-            return
-        for i, w in enumerate(weights):
-            self.busy[i] += w
-            if self.sc.truth == "physical":
+        if self.sc.truth == "physical":
+            if total_w <= 0:
+                self.idle_pool += energy
+                return
+            all_busy = math.fsum(w / j.dyn_w for w, j in zip(weights, self.sc.jobs, strict=True))
+            for i, w in enumerate(weights):
+                self.busy[i] += w / self.sc.jobs[i].dyn_w
                 # Its kernels' own power above idle, and the idle floor by its share of the time.
-                busy = w / self.sc.jobs[i].dyn_w
-                all_busy = math.fsum(x / j.dyn_w for x, j in zip(weights, self.sc.jobs, strict=True))
-                self.joules[i] += w * STEP_S + self.sc.idle_w * STEP_S * busy / all_busy
-            else:
+                self.joules[i] += (
+                    w * STEP_S + self.sc.idle_w * STEP_S * (w / self.sc.jobs[i].dyn_w) / all_busy
+                )
+            return
+        self.interval_j += energy
+        self.interval_steps += 1
+        for i, w in enumerate(mig if self.sc.mode == "MIG" else weights):
+            self.interval_w[i] += w
+
+    def close_interval(self) -> None:
+        """One of the exporter's ticks: the interval since the previous one is split."""
+        if self.sc.truth == "physical" or not self.interval_steps:
+            return
+        energy, weights = self.interval_j, self.interval_w
+        if self.sc.mode == "MIG":
+            for i, w in enumerate(weights):
+                self.joules[i] += energy * w / self.interval_steps  # share x busy fraction
+        elif math.fsum(weights) > 0:
+            total_w = math.fsum(weights)
+            for i, w in enumerate(weights):
                 self.joules[i] += energy * w / total_w
+                self.busy[i] += w
+        else:
+            self.idle_pool += energy
+        self.interval_j, self.interval_w, self.interval_steps = 0.0, [0.0] * len(weights), 0
 
     def finish(self) -> list[float]:
         out = list(self.joules)
@@ -363,6 +391,7 @@ def run_scenario(sc: Scenario, duration_s: float, seed: int = 5) -> list[Sharing
             run_from = step
             clock.t = MONO0 + step * STEP_S
             sampler.tick()
+            truth.close_interval()
     snap = sampler.snapshot
     measured = {int(p.pid): p.energy_j_total for p in snap.gpu_processes}
     gpu_energy = snap.gpus[0].energy_j_total

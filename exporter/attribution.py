@@ -378,16 +378,20 @@ class UtilisationWindow:
 
     So each read that brings samples describes the stretch of NVML's clock since the previous read's
     newest sample, up to its own newest: every process in it had that mean utilisation there, every
-    process not in it was idle there. Each interval of ours is mapped onto NVML's clock (``now`` minus
-    the smallest lag seen between a read and its newest sample) and moved back by one sampling period,
-    so that the driver has sampled all of it, and a process' utilisation for the interval is its
-    time-weighted mean over that stretch. All processes are thus judged over the same stretch of time,
-    one period behind the energy they share.
+    process not in it was idle there; sampling moments that have passed since without bringing
+    anything were idle for all. Each interval of ours is mapped onto NVML's clock (``now`` minus the
+    smallest lag seen between a read and its newest sample) and ends at the latest moment NVML has
+    reported on, so that the driver has sampled all of it; stretches are as long as our intervals and
+    follow each other without gaps or overlaps, and while NVML has nothing newer the previous stretch
+    stands. A process' utilisation
+    for the interval is its time-weighted mean over its stretch. All processes are thus judged over
+    the same stretch of time, less than one sampling period behind the energy they share.
 
     ``utilisation`` gives each listed process that mean. When none of them was busy in the stretch (the
-    GPU idles while they hold it) it gives each one's mean over the last IDLE_MEMORY_PERIODS periods
-    NVML reported on, so idle energy follows recent use (failing that, each one's last value); None
-    for all of them when none ever had a sample, and attribution then splits equally. A process that holds the
+    GPU idles while they hold it) it gives each one's value in the latest read that showed any of them
+    busy, if that is at most IDLE_MEMORY_PERIODS periods old, so idle energy follows whoever computed
+    last (failing that, each one's last value); None for all of them when none ever had a sample, and
+    attribution then splits equally. A process that holds the
     GPU and never computes gets 0 while others compute.
 
     ``period_s`` None (the default): the driver's period as its timestamps show it, a low percentile of
@@ -411,6 +415,7 @@ class UtilisationWindow:
         self._lags_us: deque[int] = deque(maxlen=history)
         self._newest_us = 0
         self._last_now: float | None = None
+        self._stretch: tuple[int, int] | None = None  # the last stretch of NVML's clock judged
 
     def update(self, now: float, samples: Mapping[int, tuple[float, int]]) -> None:
         """What one read at ``now`` (reader's clock, seconds) brought: pid -> (utilisation 0-1, NVML
@@ -457,20 +462,40 @@ class UtilisationWindow:
         if not any(pid in self._last for pid in pids):
             return [None] * len(pids)
         period_us = round(self.period_s * 1e6)
+        end = self._newest_us
         if self._lags_us:
-            end = round(now * 1e6) - min(self._lags_us) - period_us
-        else:
-            end = self._newest_us - period_us
+            # The driver samples all processes at the same moments, a period apart: moments after the
+            # newest sample that have passed by now (with a quarter period to spare) brought nothing,
+            # so every process was idle up to the latest of them.
+            passed = round(now * 1e6) - min(self._lags_us) - period_us // 4 - self._newest_us
+            end += max(0, passed // period_us) * period_us
         length = round((now - last_now) * 1e6) if last_now is not None and now > last_now else period_us
-        means = self._means(pids, end - max(1, length), end)
-        if any(m > 0 for m in means):
-            return list(means)
-        # Nobody busy in the stretch: the holders share the idle energy by their recent use (their mean
-        # over the last IDLE_MEMORY_PERIODS periods NVML reported on), so a process that stopped
-        # computing long ago no longer pays for idling; failing that, by their last known use.
-        recent = self._means(pids, self._newest_us - IDLE_MEMORY_PERIODS * period_us, self._newest_us)
-        if any(m > 0 for m in recent):
-            return list(recent)
+        if self._stretch is None:
+            start = end - max(1, length)
+        else:
+            # Contiguous and as long as our interval, so each stretch of NVML's clock is used once;
+            # never past what NVML has reported on (the lag settles where the sampling period puts it).
+            prev_start, prev_end = self._stretch
+            end = min(end, prev_end + max(1, length))
+            if end > prev_end:
+                start = max(prev_end, end - 4 * max(length, period_us))  # a long gap is cut short
+            else:
+                start, end = prev_start, prev_end  # nothing newer is known: the previous stretch stands
+        self._stretch = (start, end)
+        means: list[float | None] = list(self._means(pids, start, end))
+        if any(m for m in means):
+            return means
+        # Nobody busy in the stretch: the holders share the idle energy as they shared the GPU in the
+        # latest read that showed any of them busy, if that is at most IDLE_MEMORY_PERIODS periods old
+        # (whoever computed last, not whoever computed a while ago); failing that, by their last known
+        # use.
+        oldest = self._newest_us - IDLE_MEMORY_PERIODS * period_us
+        for _, b_end, values in reversed(self._batches):
+            if b_end < oldest:
+                break
+            latest: list[float | None] = [values.get(pid, 0.0) for pid in pids]
+            if any(latest):
+                return latest
         return [self._last[pid][0] if pid in self._last else 0.0 for pid in pids]
 
     def _means(self, pids: Sequence[int], start: int, end: int) -> list[float]:

@@ -346,8 +346,8 @@ def test_window_learns_nvml_sampling_period_from_its_timestamps() -> None:
         UtilisationWindow(period_s=60.0)
 
 
-def test_window_judges_every_process_over_the_same_stretch_one_period_back() -> None:
-    # NVML samples every 0.5 s; we read every 1 s, right after a sampling moment, so each read brings
+def test_window_judges_every_process_over_the_same_stretch_up_to_nvml_newest_moment() -> None:
+    # NVML samples every 0.5 s; we read every 1 s, 10 ms after a sampling moment, so each read brings
     # the mean over the second before it. Process 1 is busy 80% until t=10 and 20% after, process 2
     # the reverse; process 3 holds the GPU idle and never shows up.
     window = UtilisationWindow(period_s=0.5)
@@ -358,27 +358,31 @@ def test_window_judges_every_process_over_the_same_stretch_one_period_back() -> 
             float(k) + 0.01, {1: (0.8 if before else 0.2, _ts(k)), 2: (0.2 if before else 0.8, _ts(k))}
         )
         utils = window.utilisation(float(k) + 0.01, [1, 2, 3])
-        # Interval (k - 1, k] maps to (k - 1.5, k - 0.5] on NVML's clock: half of each of the last
-        # two reads' seconds.
-        if 2 <= k <= 10 or k >= 12:
-            expected = [0.8, 0.2, 0.0] if k <= 10 else [0.2, 0.8, 0.0]
-            assert utils == pytest.approx(expected)
-        if k == 11:
-            assert utils == pytest.approx([0.5, 0.5, 0.0])
+        # Interval (k - 1, k] maps onto (k - 1, k] of NVML's clock: the second the read reported on
+        # (the first one reaches back before NVML's first sample).
+        if k > 1:
+            assert utils == pytest.approx([0.8, 0.2, 0.0] if before else [0.2, 0.8, 0.0])
     # A read without process 2: it was idle over that second.
     window.update(15.01, {1: (0.6, _ts(15))})
-    assert window.utilisation(15.01, [1, 2, 3]) == pytest.approx([0.4, 0.4, 0.0])
-    window.update(16.01, {1: (0.6, _ts(16)), 2: (0.4, _ts(16))})
-    assert window.utilisation(16.01, [1, 2, 3]) == pytest.approx([0.6, 0.2, 0.0])
+    assert window.utilisation(15.01, [1, 2, 3]) == pytest.approx([0.6, 0.0, 0.0])
+    # A read that finds nothing new (NOT_FOUND) 1.6 s on: the moments at 15.5 and 16 passed without a
+    # sample, so everyone was idle there.
+    window.update(16.61, {})
+    assert window.utilisation(16.61, [1, 2, 3]) == pytest.approx(
+        [0.6, 0.0, 0.0]
+    )  # idle: whoever computed last
+    window.update(17.01, {1: (0.4, _ts(17)), 2: (0.4, _ts(17))})
+    # (16.0, 17.0]: the moment at 16.5 was idle, and the read covers (15, 17] with these means.
+    assert window.utilisation(17.01, [1, 2, 3]) == pytest.approx([0.4, 0.4, 0.0])
 
 
-def test_window_idle_stretch_follows_recent_use_and_forgets_old_use() -> None:
+def test_window_idle_stretch_follows_who_computed_last_and_forgets_old_use() -> None:
     window = UtilisationWindow(period_s=1.0)
     for k in range(1, 21):
         window.update(float(k), {1: (0.6, _ts(k)), 2: (0.2, _ts(k))})
     for k in range(21, 27):  # both stop: nothing new from NVML (NOT_FOUND)
         window.update(float(k), {})
-        # Nobody computed in the stretch: the idle energy follows their use in the last 10 periods.
+        # Nobody computed in the stretch: the idle energy follows the last read that showed them busy.
         assert window.utilisation(float(k), [1, 2, 3]) == pytest.approx([0.6, 0.2, 0.0])
     for k in range(27, 27 + IDLE_MEMORY_PERIODS + 3):  # process 1 computes again, now and then
         window.update(float(k), {1: (0.5, _ts(k))} if k % 4 == 0 else {})

@@ -157,7 +157,9 @@ def test_sharing_truth_is_the_simulated_gpu_not_the_estimate() -> None:
     share = 28 / 98
     busy_w, idle_w = 80.0 + 300.0 * share, 80.0  # half the time each
     assert mig.measured_share == pytest.approx(share, rel=1e-9)
-    assert mig.truth_share == pytest.approx(share * busy_w / (busy_w + idle_w), rel=1e-6)
+    # Busy seconds x its share of the board, out of all the energy (up to the +-50 ms jitter of the
+    # interval edges against the 1 s half-cycles).
+    assert mig.truth_share == pytest.approx(share * busy_w / (busy_w + idle_w), rel=0.05)
     assert mig.error_pct is not None and mig.error_pct > 40
 
 

@@ -347,28 +347,37 @@ def test_idle_holder_gets_zero_and_a_process_that_stops_drops_to_zero_within_two
     assert history[-5:] == [0.0] * 5
 
 
-def test_not_found_streak_shares_idle_energy_by_recent_use_never_equally() -> None:
+def test_not_found_streak_shares_idle_energy_by_who_computed_last_never_equally() -> None:
     a, b, newcomer = 987654321, 987654322, 987654323
     gpu = FakeGpu(
-        uuid="GPU-n", sample_period_s=1.0, processes=[FakeProcess(a, sm_util=80), FakeProcess(b, sm_util=20)]
+        uuid="GPU-n", sample_period_s=0.2, processes=[FakeProcess(a, sm_util=80), FakeProcess(b, sm_util=20)]
     )
     nvml = FakeNvml(gpus=[gpu])
     source = NvmlGpuSource(nvml=nvml)
+    answers: list[dict[int, float]] = []
+    original = nvml.nvmlDeviceGetProcessUtilization
+
+    def recording(handle: object, ts: int) -> list[object]:
+        result = original(handle, ts)
+        answers.append({int(x.pid): x.smUtil / 100 for x in result})
+        return result
+
+    nvml.nvmlDeviceGetProcessUtilization = recording  # type: ignore[method-assign]
     for k in range(20):
         nvml.advance(1.0)
         source.read(float(k))
+    last_busy = answers[-1]
+    assert set(last_busy) == {a, b}  # five moments a second: both were sampled in the last one
     for proc in gpu.processes:
         proc.sm_util = 0  # both idle: NVML answers NOT_FOUND from now on
     gpu.processes.append(FakeProcess(newcomer))
-    for k in range(20, 80):
+    for k in range(20, 60):
         nvml.advance(1.0)
         utils = _read_utils(source, float(k))
-        assert utils[newcomer] == 0.0  # it never computed
-        if k >= 23:  # past the last busy stretch
-            # The idle energy follows the holders' use over the last ten periods NVML reported on:
-            # ten moments, each given to one of them.
-            share = (utils[a] or 0.0) / ((utils[a] or 0.0) + (utils[b] or 0.0))
-            assert share == pytest.approx(0.8, abs=0.11)
+        # The GPU's idle energy is shared as the last read that showed them busy shared it; the
+        # newcomer never computed; no equal split.
+        assert utils == {a: pytest.approx(last_busy[a]), b: pytest.approx(last_busy[b]), newcomer: 0.0}
+    assert len(answers) == 20  # NOT_FOUND ever since
 
 
 def test_equal_split_only_while_no_process_ever_had_a_sample() -> None:
