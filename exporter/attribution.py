@@ -362,7 +362,7 @@ class CpuIdleLearner:
 DEFAULT_NVML_SAMPLE_PERIOD_S = 1.0
 # However long NVML's period seems, attribution never runs further behind than this.
 MAX_NVML_SAMPLE_PERIOD_S = 20.0
-# While no process computes, idle energy follows the use of those that computed this recently.
+# While no process computes, idle energy follows whoever computed last, at most this long ago.
 IDLE_MEMORY_PERIODS = 10
 
 
@@ -381,18 +381,18 @@ class UtilisationWindow:
     process not in it was idle there; sampling moments that have passed since without bringing
     anything were idle for all. Each interval of ours is mapped onto NVML's clock (``now`` minus the
     smallest lag seen between a read and its newest sample) and ends at the latest moment NVML has
-    reported on, so that the driver has sampled all of it; stretches are as long as our intervals and
-    follow each other without gaps or overlaps, and while NVML has nothing newer the previous stretch
-    stands. A process' utilisation
-    for the interval is its time-weighted mean over its stretch. All processes are thus judged over
-    the same stretch of time, less than one sampling period behind the energy they share.
+    reported on, so that the driver has sampled all of it; stretches are as long as our intervals
+    and follow each other without gaps or overlaps, and while NVML has nothing newer the previous
+    stretch stands. A process' utilisation for the interval is its time-weighted mean over its
+    stretch. All processes are thus judged over the same stretch of time, less than one sampling
+    period behind the energy they share.
 
-    ``utilisation`` gives each listed process that mean. When none of them was busy in the stretch (the
-    GPU idles while they hold it) it gives each one's value in the latest read that showed any of them
-    busy, if that is at most IDLE_MEMORY_PERIODS periods old, so idle energy follows whoever computed
-    last (failing that, each one's last value); None for all of them when none ever had a sample, and
-    attribution then splits equally. A process that holds the
-    GPU and never computes gets 0 while others compute.
+    ``utilisation`` gives each listed process that mean. When none of them was busy in the stretch
+    (the GPU idles while they hold it) it gives each one's value in the latest read that showed any
+    of them busy, if that is at most IDLE_MEMORY_PERIODS periods old, so idle energy follows whoever
+    computed last (failing that, each one's last value); None for all of them when none ever had a
+    sample, and attribution then splits equally. A process that holds the GPU and never computes
+    gets 0 while others compute.
 
     ``period_s`` None (the default): the driver's period as its timestamps show it, a low percentile of
     the gaps between distinct sample timestamps (DEFAULT_NVML_SAMPLE_PERIOD_S until seen), at most

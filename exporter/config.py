@@ -148,9 +148,9 @@ FLAGS: tuple[Flag, ...] = (
         "attribution.nvml-sample-period",
         "duration",
         None,
-        "NVML's per-process utilisation sampling period: how long one sample stands for a process, and "
-        "how far GPU attribution runs behind NVML's newest sample so that every process is seen at the "
-        "same moment (default: learned from NVML's sample timestamps, 1s until then; at most 20s).",
+        "NVML's per-process utilisation sampling period: the spacing of the driver's sampling moments, "
+        "which tells GPU attribution which moments passed without a sample, i.e. idle (default: learned "
+        "from NVML's sample timestamps, 1s until then; at most 20s).",
         minimum=0.01,
     ),
     Flag(
