@@ -24,14 +24,17 @@ from exporter.model import (
     CpuState,
     GpuReading,
     GpuState,
+    NodeState,
     ProcessState,
     Snapshot,
     SourceStatus,
 )
+from exporter.node_power import NodeAccount
 
 if TYPE_CHECKING:
     from exporter.carbon.service import CarbonService
     from exporter.ledger import ProcessLedger
+    from exporter.node_power import NodePoller
     from exporter.sources import CpuSource, GpuSource
     from exporter.sources.processes import ProcessCpuTimes
     from exporter.workload import WorkloadResolver
@@ -46,10 +49,15 @@ class _Totals:
     grams: float = 0.0
     marginal_grams: float | None = None
     embodied_grams: float = 0.0
+    market_grams: float | None = None
 
     def add_marginal(self, grams: float | None) -> None:
         if grams is not None:
             self.marginal_grams = (self.marginal_grams or 0.0) + grams
+
+    def add_market(self, grams: float | None) -> None:
+        if grams is not None:
+            self.market_grams = (self.market_grams or 0.0) + grams
 
     def dump(self) -> dict[str, float | None]:
         return {
@@ -58,15 +66,15 @@ class _Totals:
             "grams": self.grams,
             "marginal_grams": self.marginal_grams,
             "embodied_grams": self.embodied_grams,
+            "market_grams": self.market_grams,
         }
 
     @classmethod
     def load(cls, raw: Any) -> _Totals:
         if not isinstance(raw, dict):
             raise ValueError("totals must be an object")
-        values = {
-            k: raw.get(k) for k in ("energy_j", "unattributed_j", "grams", "marginal_grams", "embodied_grams")
-        }
+        names = ("energy_j", "unattributed_j", "grams", "marginal_grams", "embodied_grams", "market_grams")
+        values = {k: raw.get(k) for k in names}
         for key, value in values.items():
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float) or value < 0
@@ -78,6 +86,7 @@ class _Totals:
             float(values["grams"] or 0.0),
             None if values["marginal_grams"] is None else float(values["marginal_grams"]),
             float(values["embodied_grams"] or 0.0),
+            None if values["market_grams"] is None else float(values["market_grams"]),
         )
 
 
@@ -131,6 +140,7 @@ class Sampler:
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        node: NodePoller | None = None,
     ) -> None:
         self.gpu_source = gpu_source
         self.cpu_source = cpu_source
@@ -148,6 +158,9 @@ class Sampler:
         self._water_litres: float | None = None
         self._node_embodied: float | None = None
         self._sources: dict[str, _SourceCounters] = {}
+        self.node = node
+        # The components' ticks are kept long enough to cover a node interval that spans a few failed polls.
+        self._node = NodeAccount(keep_s=max(120.0, 5 * node.interval_s)) if node is not None else None
         self._last_now: float | None = None
         self._last_wall: float | None = None
         self._samples = 0
@@ -163,6 +176,7 @@ class Sampler:
             "cpus": {pkg: t.dump() for pkg, t in self._cpu_totals.items()},
             "water_litres": self._water_litres,
             "node_embodied_grams": self._node_embodied,
+            **({"node": self._node.dump()} if self._node is not None else {}),
         }
 
     def restore_state(self, data: dict[str, Any]) -> None:
@@ -177,6 +191,8 @@ class Sampler:
         self._cpu_totals.update(cpus)
         self._water_litres = None if water is None else float(water)
         self._node_embodied = None if embodied is None else float(embodied)
+        if self._node is not None and data.get("node") is not None:
+            self._node.load(data["node"])
 
     # --- sampling ---
     def _read(self, name: str, read: Callable[[float], Any], now: float) -> Any:
@@ -193,23 +209,24 @@ class Sampler:
         counters.duration_s = time.perf_counter() - started
         return result
 
-    def _factors(self, wall: float, dt: float) -> tuple[float, float | None]:
-        """Grams per joule during the interval just ended, average and marginal (PUE included)."""
+    def _factors(self, wall: float, dt: float) -> tuple[float, float | None, float | None]:
+        """Grams per joule during the interval just ended: average, marginal, market (PUE included)."""
         if self.carbon is None or dt <= 0 or self._last_wall is None:
-            return 0.0, None
+            return 0.0, None, None
         pue = self.carbon.pue
         average = operational_grams(1.0, self.carbon.segments("average", self._last_wall, wall), pue)
         marginal: float | None = None
         if self.carbon.has_marginal:
             segments = self.carbon.segments("marginal", self._last_wall, wall)
             marginal = operational_grams(1.0, segments, pue) if segments else None
-        return average, marginal
+        market = self.carbon.market
+        return average, marginal, None if market is None else market.grams(1.0, self._last_wall, wall, pue)
 
     def tick(self) -> Snapshot:
         started = time.perf_counter()
         now, wall = self.clock(), self.wall_clock()
         dt = 0.0 if self._last_now is None else max(0.0, now - self._last_now)
-        g_per_j, marginal_per_j = self._factors(wall, dt)
+        g_per_j, marginal_per_j, market_per_j = self._factors(wall, dt)
         att = self.attribution
         total_delta = 0.0
 
@@ -231,7 +248,7 @@ class Sampler:
                     key = _gpu_key(reading)
                     seen.add(key)
                     self._gpu_last[key] = reading
-                    total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j)
+                    total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j, market_per_j)
             for uuid, last in self._gpu_last.items():
                 if uuid not in seen:  # whole source failed: keep counters, mark the GPU down
                     self._gpu_last[uuid] = _down(last, "source failed")
@@ -244,6 +261,7 @@ class Sampler:
                         totals.grams,
                         totals.marginal_grams,
                         totals.embodied_grams,
+                        totals.market_grams,
                     )
                 )
 
@@ -257,12 +275,17 @@ class Sampler:
                 tracker = self._cpu_trackers.setdefault(c.package, EnergyTracker())
                 deltas[c.package] = tracker.update(now, c.energy_j, c.power_w)
                 self._cpu_last[c.package] = c
-            total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j)
+            total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j, market_per_j)
             for pkg, cpu_last in self._cpu_last.items():
                 t = self._cpu_totals.setdefault(pkg, _Totals())
-                cpu_states.append(CpuState(cpu_last, t.energy_j, t.unattributed_j, t.grams, t.marginal_grams))
+                cpu_states.append(
+                    CpuState(
+                        cpu_last, t.energy_j, t.unattributed_j, t.grams, t.marginal_grams, t.market_grams
+                    )
+                )
 
         carbon = self.carbon
+        node = self._account_node(now, wall, total_delta) if self.node is not None else None
         if carbon is not None and dt > 0:
             if carbon.wue_litres_per_kwh is not None:
                 self._water_litres = (self._water_litres or 0.0) + water_litres(
@@ -292,10 +315,12 @@ class Sampler:
             gpu_processes=gpu_procs,
             cpus=tuple(cpu_states),
             cpu_processes=cpu_procs,
-            sources=tuple(c.status(n) for n, c in self._sources.items()),
+            sources=tuple(c.status(n) for n, c in self._sources.items())
+            + ((self.node.status(),) if self.node is not None else ()),
             intensities=carbon.intensities() if carbon else (),
             providers=carbon.providers() if carbon else (),
             forecasts=carbon.forecasts() if carbon else (),
+            emission_factors=carbon.emission_factors() if carbon else (),
             pue=carbon.pue if carbon else 1.0,
             water_litres_total=self._water_litres,
             node_embodied_emissions_g_total=self._node_embodied,
@@ -303,12 +328,52 @@ class Sampler:
             state_saves_total=self.state_saves,
             state_save_errors_total=self.state_save_errors,
             last_state_save_timestamp=self.last_state_save,
+            node=node,
         )
         self.snapshot = snapshot
         return snapshot
 
+    def _account_node(self, now: float, wall: float, component_j: float) -> NodeState:
+        """Node energy from the poller's closed intervals, against the components' energy of the same span.
+
+        ``component_j`` is this tick's GPU + CPU + DRAM energy. Emissions and water of the unmetered
+        part use the intensity valid during each node interval, so GPU + CPU + unmetered is the node.
+        """
+        assert self.node is not None and self._node is not None
+        account, carbon = self._node, self.carbon
+        complete = all(c.up for c in self._sources.values()) and all(r.up for r in self._gpu_last.values())
+        account.components(now, component_j, complete)
+        for interval in self.node.drain(until=now):
+            grams_per_j = 0.0
+            if carbon is not None:
+                span = carbon.segments("average", wall - (now - interval.t0), wall - (now - interval.t1))
+                grams_per_j = operational_grams(1.0, span, carbon.pue)
+            unmetered = account.add(interval, grams_per_j)
+            if carbon is not None and carbon.wue_litres_per_kwh is not None and unmetered > 0:
+                litres = water_litres(unmetered, carbon.wue_litres_per_kwh, carbon.pue)
+                self._water_litres = (self._water_litres or 0.0) + litres
+        fresh = self.node.fresh(now)
+        return NodeState(
+            method=self.node.method,
+            fresh=fresh,
+            power_w=self.node.power_w() if fresh else None,
+            energy_j_total=account.energy_j,
+            unmetered_energy_j_total=account.unmetered_j,
+            emissions_g_total=account.grams if carbon is not None else None,
+            unmetered_emissions_g_total=account.unmetered_grams if carbon is not None else None,
+            below_components_total=account.below_components,
+            gaps_total=account.not_compared,
+            parts=self.node.parts(),
+        )
+
     def _account_gpu(
-        self, reading: GpuReading, now: float, dt: float, g_per_j: float, marginal_per_j: float | None
+        self,
+        reading: GpuReading,
+        now: float,
+        dt: float,
+        g_per_j: float,
+        marginal_per_j: float | None,
+        market_per_j: float | None = None,
     ) -> float:
         key = _gpu_key(reading)
         totals = self._gpu_totals.setdefault(key, _Totals())
@@ -323,6 +388,7 @@ class Sampler:
         totals.energy_j += delta
         totals.grams += delta * g_per_j
         totals.add_marginal(marginal)
+        totals.add_market(None if market_per_j is None else delta * market_per_j)
         totals.embodied_grams += embodied
 
         att = self.attribution
@@ -351,11 +417,18 @@ class Sampler:
                 grams=joules * g_per_j,
                 marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
                 embodied_grams=embodied * frac,
+                market_grams=None if market_per_j is None else joules * market_per_j,
             )
         return delta
 
     def _account_cpu(
-        self, deltas: dict[str, float], now: float, dt: float, g_per_j: float, marginal_per_j: float | None
+        self,
+        deltas: dict[str, float],
+        now: float,
+        dt: float,
+        g_per_j: float,
+        marginal_per_j: float | None,
+        market_per_j: float | None = None,
     ) -> float:
         unattributed = dict(deltas)
         att = self.attribution
@@ -363,13 +436,16 @@ class Sampler:
             # Read on every tick, the first too: the first read is the baseline of the second interval.
             usage, busy = att.cpu_times.read()
             if dt > 0:
-                unattributed = self._attribute_cpu(att, deltas, usage, busy, now, dt, g_per_j, marginal_per_j)
+                unattributed = self._attribute_cpu(
+                    att, deltas, usage, busy, now, dt, g_per_j, marginal_per_j, market_per_j
+                )
         for pkg, delta in deltas.items():
             totals = self._cpu_totals.setdefault(pkg, _Totals())
             totals.energy_j += delta
             totals.unattributed_j += unattributed[pkg]
             totals.grams += delta * g_per_j
             totals.add_marginal(None if marginal_per_j is None else delta * marginal_per_j)
+            totals.add_market(None if market_per_j is None else delta * market_per_j)
         return sum(deltas.values())
 
     def _attribute_cpu(
@@ -382,6 +458,7 @@ class Sampler:
         dt: float,
         g_per_j: float,
         marginal_per_j: float | None,
+        market_per_j: float | None,
     ) -> dict[str, float]:
         """Each domain (package, DRAM) on its own: only its active part is split by CPU time."""
         keys = list(usage)
@@ -418,6 +495,7 @@ class Sampler:
                 now,
                 grams=share * g_per_j,
                 marginal_grams=None if marginal_per_j is None else share * marginal_per_j,
+                market_grams=None if market_per_j is None else share * market_per_j,
             )
         return unattributed
 
