@@ -70,7 +70,7 @@ def test_bool_flag_and_negation() -> None:
         ([], "- a\n- b\n", {}, "config.file", "must hold a mapping"),
         (["--sample.interval=5ms"], "", {}, "--sample.interval", "at least 10ms"),
         (["--source.gpu=replay"], "", {}, "source.gpu.replay.file", "required"),
-        (["--attribution.nvml-sample-period=1m"], "", {}, "attribution.nvml-sample-period", "at most 20s"),
+        (["--attribution.nvml-sample-period=1m"], "", {}, "--attribution.nvml-sample-period", "at most 20s"),
         ([], "attribution:\n  cpu-idle: pooled\n", {}, "attribution.cpu-idle", "not one of"),
         ([], "attribution.cpu-dram-idle-watts: -3\n", {}, "attribution.cpu-dram-idle-watts", "at least 0"),
         (["--web.listen-address=localhost"], "", {}, "web.listen-address", "host]:port"),
