@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from benchmarks.fakes import ConstantCpuSource, FakeClock
-from exporter.attribution import AttributionPolicy
+from exporter.attribution import AttributionPolicy, CpuIdlePolicy
 from exporter.carbon.config import CarbonConfig
 from exporter.carbon.service import CarbonService
 from exporter.collector import SnapshotCollector
@@ -141,6 +141,8 @@ class NodeGpus:
 class NodeCpuTimes:
     """Every process used 10 ms of CPU in each interval; the machine was 30 % busy on 64 CPUs."""
 
+    cpu_count = 64
+
     def __init__(self, procs: list[Proc]) -> None:
         self.keys = {(p.pid, 1_700_000_000.0 + p.pid): (0.01, p.comm, "root") for p in procs}
 
@@ -175,6 +177,9 @@ def count_series(group_by: str, cpu_group_by: str, ticks: int = 5) -> Count:
             gpu_ledger=ProcessLedger(group_by),
             cpu_ledger=ProcessLedger(cpu_group_by, system_series=True),
             cpu_times=NodeCpuTimes(procs),  # type: ignore[arg-type]
+            # The fake package draws a constant 120 W: give its idle power, or the learner would
+            # take all of it for idle and leave no active energy to split.
+            cpu_idle=CpuIdlePolicy(package_watts=60.0),
         )
         carbon = CarbonService(CarbonConfig(zone="DE", pue=1.2), clock=wall)
         sampler = Sampler(NodeGpus(procs), ConstantCpuSource(), carbon, attribution, 1.0, clock, wall)
