@@ -104,7 +104,22 @@ def engine(workdir: Path, timeout: float = 90) -> Iterator[Docker]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=30)
+        # dockerd leaves its default network namespace bind-mounted under the exec root.
+        for mount in _mounts_under(root):
+            subprocess.run(["umount", "--lazy", mount], capture_output=True, timeout=30, check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _mounts_under(root: Path) -> list[str]:
+    """Mount points below ``root``, deepest first (/proc/self/mounts escapes spaces as octal)."""
+    prefix = str(root) + "/"
+    points = []
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            point = line.split()[1].encode().decode("unicode_escape")
+            if point.startswith(prefix):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
 
 
 def debian_mirror() -> str:
