@@ -185,8 +185,8 @@ def test_corrupt_state_file_is_set_aside(tmp_path: Path) -> None:
     assert code == 0
     aside = list(tmp_path.glob("state.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_text() == "{not json"
-    assert "unusable" in err and "moved it to" in err
-    assert json.loads(state.read_text())["version"] == 1  # a good state was written at shutdown
+    assert "unusable" in err and "moved to" in err and "level=warning" in err
+    assert json.loads(state.read_text())["version"] == 2  # a good state was written at shutdown
 
 
 def test_replay_source_serves_the_trace(tmp_path: Path) -> None:
