@@ -82,8 +82,21 @@ FLAGS: tuple[Flag, ...] = (
     Flag("path.procfs", "str", "/proc", "procfs mount point (containers: the host's /proc mounted here)."),
     Flag("path.sysfs", "str", "/sys", "sysfs mount point (containers: the host's /sys mounted here)."),
     Flag("sample.interval", "duration", 1.0, "How often the sampler reads the hardware.", minimum=0.01),
-    Flag("state.file", "str", None, "File where energy and emission totals are saved and restored from."),
-    Flag("state.interval", "duration", 60.0, "How often the state file is saved.", minimum=1),
+    Flag(
+        "state.file",
+        "str",
+        None,
+        "File where totals are saved at shutdown and continued from at the next start (after a clean "
+        "shutdown only).",
+    ),
+    Flag(
+        "state.interval",
+        "duration",
+        60.0,
+        "How often a checkpoint of the state file is written (never continued from: it shows early that "
+        "the path stays writable).",
+        minimum=1,
+    ),
     Flag(
         "attribution.policy",
         "choice",
