@@ -20,7 +20,8 @@ def _read(path: str) -> str:
 
 
 def count_nvidia_gpus(sysfs_root: str = "/sys") -> dict[str, int] | None:
-    """Physical NVIDIA GPUs under ``<sysfs>/bus/pci/devices`` by the driver bound to them.
+    """Physical NVIDIA GPUs under ``<sysfs>/bus/pci/devices`` by the driver bound to them (on an H200 node:
+    one function, class 0x030200, driver ``nvidia``, the GPU NVML lists).
 
     The key is the driver's name (``nvidia``; ``vfio-pci`` for a GPU passed through to a virtual
     machine, which this node's NVML cannot see by design; ``""`` when no driver is bound). SR-IOV
