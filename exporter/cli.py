@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry
 from exporter.collector import SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
 from exporter.errors import ConfigError
-from exporter.sampler import Attribution, Sampler
+from exporter.sampler import PROCESS_STATE_KEYS, Attribution, Sampler
 from exporter.sources import CpuSource, GpuSource, SourceUnavailable
 from exporter.sources.pci import count_nvidia_gpus
-from exporter.state import StateFile, continue_totals
+from exporter.state import StateFile, continue_totals, save_fitting
 from exporter.web import load_web_config, serve
 
 if TYPE_CHECKING:
@@ -228,7 +228,8 @@ def run_exporter(argv: Sequence[str]) -> int:
         if state is None:
             return
         try:
-            state.save(sampler.dump_state(), clean=clean)
+            # Per-process series start afresh after a restart if they would not fit the file.
+            save_fitting(state, sampler.dump_state(), clean, PROCESS_STATE_KEYS)
             sampler.state_saves += 1
             sampler.last_state_save = time.time()
         except OSError as exc:

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Where dump_state() puts the per-process ledgers (the bulk of a state file).
+PROCESS_STATE_KEYS = ("gpu_processes", "cpu_processes")
+
 
 @dataclass(slots=True)
 class _Totals:
@@ -195,8 +198,9 @@ class Sampler:
         }
         att = self.attribution
         if att is not None:
-            data["gpu_processes"] = att.gpu_ledger.dump()
-            data["cpu_processes"] = att.cpu_ledger.dump()
+            gpu_key, cpu_key = PROCESS_STATE_KEYS
+            data[gpu_key] = att.gpu_ledger.dump()
+            data[cpu_key] = att.cpu_ledger.dump()
         return data
 
     def restore_state(self, data: Any) -> None:
@@ -212,7 +216,7 @@ class Sampler:
         ledgers: list[tuple[ProcessLedger, Any]] = []
         att = self.attribution
         if att is not None:
-            for name, ledger in (("gpu_processes", att.gpu_ledger), ("cpu_processes", att.cpu_ledger)):
+            for name, ledger in zip(PROCESS_STATE_KEYS, (att.gpu_ledger, att.cpu_ledger), strict=True):
                 if data.get(name) is not None:
                     ledger.check(data[name])
                     ledgers.append((ledger, data[name]))

@@ -15,10 +15,11 @@ log = logging.getLogger(__name__)
 
 # Version 2 added ``clean``. A version-1 file cannot say whether a clean shutdown wrote it.
 FORMAT_VERSION = 2
-# A state file holds a few kilobytes per device and a few hundred bytes per process series: even
-# 8 GPUs x 5,000 series stay far below this. A larger file is not ours; it is set aside unread, since
-# parsing JSON takes several times its size in memory and the DaemonSet's limit is 128 MiB.
-MAX_STATE_BYTES = 16 * 1024 * 1024
+# A state file holds a few hundred bytes per device and per process series: about 2 MiB with the
+# defaults at their fullest (8 GPUs x 500 series + 500 CPU series). Parsing takes about 5 times a
+# file's size in memory (measured: 21 MiB for 3.9 MiB) and the DaemonSet's limit is 128 MiB, so a
+# larger file is set aside unread, and a save that would be larger leaves the per-process series out.
+MAX_STATE_BYTES = 4 * 1024 * 1024
 
 # How a run's totals began, served as footprint_state_restore_info{result}.
 CONTINUED = "continued"  # from a file that a clean shutdown wrote
@@ -27,6 +28,10 @@ UNCLEAN = "unclean"  # the previous run did not shut down cleanly (crash, OOM ki
 SET_ASIDE = "set_aside"  # corrupt, foreign, too large or impossible values: moved aside
 UNREADABLE = "unreadable"  # a directory, no permission, an I/O error: left where it is
 NOT_MARKED = "not_marked"  # clean, but it could not be marked in use, so continuing could over-count
+
+
+class StateTooLarge(ValueError):
+    """The totals would make a state file larger than MAX_STATE_BYTES, which no start would read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +82,14 @@ class StateFile:
             "clean": clean,
             "totals": totals,
         }
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)  # ASCII: one byte a character
+        if len(text) > MAX_STATE_BYTES:
+            raise StateTooLarge(f"{len(text)} bytes, more than the {MAX_STATE_BYTES} a start would read")
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, separators=(",", ":"), allow_nan=False)
+                fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
@@ -106,15 +114,15 @@ class StateFile:
                 size = os.fstat(fh.fileno()).st_size
                 if size > MAX_STATE_BYTES:
                     return self._aside(f"{size} bytes, more than the {MAX_STATE_BYTES} a state file can hold")
-                raw = fh.read(MAX_STATE_BYTES + 1)
+                raw = fh.read(size + 1)  # read(n) allocates n bytes up front: ask for what is there
         except FileNotFoundError:
             return Loaded(NO_FILE, detail="no state file")
         except IsADirectoryError:
             return Loaded(UNREADABLE, detail="it is a directory, not a file")
         except OSError as exc:
             return Loaded(UNREADABLE, detail=f"cannot read it: {exc.strerror or exc}")
-        if len(raw) > MAX_STATE_BYTES:  # grew while we read it
-            return self._aside(f"more than the {MAX_STATE_BYTES} bytes a state file can hold")
+        if len(raw) > size:  # it grew while we read it: someone else is writing to it
+            return self._aside("it changed while it was read")
         try:
             data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
             if not isinstance(data, dict) or data.get("version") not in (1, FORMAT_VERSION):
@@ -149,6 +157,16 @@ class StateFile:
             )
             return None
         return aside
+
+
+def save_fitting(state: StateFile, totals: dict[str, Any], clean: bool, optional: tuple[str, ...]) -> None:
+    """Save; when the totals would not fit a state file, save them without the ``optional`` keys
+    (the per-process series: device totals always fit), and say so."""
+    try:
+        state.save(totals, clean=clean)
+    except StateTooLarge as exc:
+        log.warning("state too large (%s); saving it without %s", exc, ", ".join(optional))
+        state.save({k: v for k, v in totals.items() if k not in optional}, clean=clean)
 
 
 def _number(value: Any) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from exporter import state as state_module
 from exporter.state import (
     CONTINUED,
     MAX_STATE_BYTES,
@@ -20,7 +21,9 @@ from exporter.state import (
     UNCLEAN,
     UNREADABLE,
     StateFile,
+    StateTooLarge,
     continue_totals,
+    save_fitting,
 )
 
 
@@ -174,3 +177,21 @@ def test_saves_are_atomic_and_leave_no_temporary_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         state.save({"gpus": {"GPU-a": {"energy_j": float("nan")}}}, clean=True)
     assert os.listdir(tmp_path) == ["state.json"] and contents(path)["clean"] is True
+
+
+def test_a_state_too_large_to_read_back_is_saved_without_its_per_process_series(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(state_module, "MAX_STATE_BYTES", 2000)
+    path = tmp_path / "state.json"
+    state = StateFile(str(path))
+    series = [{"key": ["GPU-a", pid, 1.0], "energy_j": 1.0} for pid in range(100)]
+    totals = {"gpus": {"GPU-a": {"energy_j": 5.0}}, "gpu_processes": {"group_by": "pid", "series": series}}
+    with pytest.raises(StateTooLarge):
+        state.save(totals, clean=True)
+    assert not path.exists()
+    save_fitting(state, totals, True, ("gpu_processes", "cpu_processes"))
+    assert contents(path)["totals"] == {"gpus": {"GPU-a": {"energy_j": 5.0}}}
+    assert "without gpu_processes, cpu_processes" in caplog.records[-1].getMessage()
+    # And what was written is read back (a file over the limit would have been set aside unread).
+    assert StateFile(str(path)).load().result == CONTINUED
