@@ -163,8 +163,9 @@ def parse_selector(text: str, key: str = "selector") -> tuple[Matcher, ...]:
 def emissions_metrics(matchers: tuple[Matcher, ...]) -> tuple[str, ...]:
     """The operational emissions counters a scope sums: workload scopes the process series, else node totals.
 
-    GPU and CPU emissions are added (embodied emissions are not part of a budget). A selector naming GPU
-    labels scopes the GPU series only; one naming CPU package labels, the CPU series only.
+    GPU and CPU emissions are added (embodied emissions are not part of a budget), and for node scopes the
+    node's unmetered emissions. A selector naming GPU labels scopes the GPU series only; one naming CPU
+    package labels, the CPU series only.
     """
     labels = {m.label for m in matchers}
     gpu, cpu = bool(labels & GPU_LABELS), bool(labels & CPU_LABELS)
@@ -182,7 +183,13 @@ def emissions_metrics(matchers: tuple[Matcher, ...]) -> tuple[str, ...]:
         return ("footprint_gpu_emissions_grams_total",)
     if cpu:
         return ("footprint_cpu_emissions_grams_total",)
-    return ("footprint_gpu_emissions_grams_total", "footprint_cpu_emissions_grams_total")
+    # Node scopes add the node's unmetered emissions (absent without a node source): GPU + CPU +
+    # unmetered is the whole node as its BMC measures it.
+    return (
+        "footprint_gpu_emissions_grams_total",
+        "footprint_cpu_emissions_grams_total",
+        "footprint_node_unmetered_emissions_grams_total",
+    )
 
 
 def _duration(value: Any, key: str) -> float:

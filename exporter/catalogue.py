@@ -15,7 +15,7 @@ class MetricSpec:
     type: str  # "gauge", "counter" or "info" (a gauge whose value is always 1)
     labels: tuple[str, ...]
     help: str
-    area: str  # README section: gpu, process, cpu, carbon, self
+    area: str  # README section: gpu, process, cpu, node, carbon, self
 
     @property
     def family(self) -> str:
@@ -145,6 +145,70 @@ _SPECS = [
         ("package", "method"),
         "CPU package (or DRAM) energy in joules since the exporter started.",
         "cpu",
+    ),
+    # Node (BMC)
+    MetricSpec(
+        "footprint_node_power_watts",
+        "gauge",
+        ("method",),
+        "Whole-node input power in watts from the BMC; method is redfish or ipmi (DCMI, the BMC's own "
+        "rolling average).",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_energy_joules_total",
+        "counter",
+        ("method",),
+        "Whole-node input energy in joules from the BMC: its energy counter where it has one, else "
+        "integrated power.",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_unmetered_energy_joules_total",
+        "counter",
+        (),
+        "Node energy in joules not covered by the GPU, CPU and DRAM readings of the same time (fans, NICs, "
+        "storage, power supply losses); node level, attributed to no workload.",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_emissions_grams_total",
+        "counter",
+        ("method",),
+        "Operational CO2e in grams of the whole node's energy from the BMC (average signal, PUE included).",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_unmetered_emissions_grams_total",
+        "counter",
+        (),
+        "Operational CO2e in grams of the unmetered node energy (average signal, PUE included); GPU + CPU + "
+        "unmetered emissions are the node's.",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_energy_basis_info",
+        "info",
+        ("basis", "method"),
+        "What node-level energy, emissions, water and budgets rest on now: basis is node (the BMC's "
+        "reading, with the unmetered part) or components (GPU + CPU + DRAM only).",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_reading_info",
+        "info",
+        ("method", "part"),
+        "Where the BMC's node figures are read, one series per part, e.g. part=\"System.Embedded.1:power:"
+        'Power/PowerControl".',
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_data_quality_errors_total",
+        "counter",
+        ("kind",),
+        "Node intervals that could not be trusted: below_components (the BMC's node energy was below GPU + "
+        "CPU + DRAM over the same time) or not_compared (no reading or no component figures across it).",
+        "self",
     ),
     # Carbon
     MetricSpec(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -18,13 +20,14 @@ from exporter.collector import SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
 from exporter.errors import ConfigError
 from exporter.sampler import PROCESS_STATE_KEYS, Attribution, Sampler
-from exporter.sources import CpuSource, GpuSource, SourceUnavailable
+from exporter.sources import CpuSource, GpuSource, NodeSource, SourceUnavailable
 from exporter.sources.pci import count_nvidia_gpus
 from exporter.state import StateFile, continue_totals, save_fitting
 from exporter.web import load_web_config, serve
 
 if TYPE_CHECKING:
     from exporter.carbon.service import CarbonService
+    from exporter.node_power import NodePoller
 
 log = logging.getLogger("footprint")
 PROG = "footprint-exporter"
@@ -132,6 +135,77 @@ def build_cpu_source(cfg: Config) -> CpuSource | None:
     return source
 
 
+def build_node_poller(cfg: Config) -> NodePoller | None:
+    """The BMC poller for --source.node, or None. ConfigError for missing credentials or files."""
+    mode = cfg["source.node"]
+    if mode == "none":
+        return None
+    from exporter.node_power import NodePoller
+    from exporter.sources.bmc_credentials import BmcCredentials
+
+    timeout = cfg["source.node.timeout"]
+    source: NodeSource
+    if mode == "redfish":
+        from exporter.sources.redfish import RedfishClient, RedfishNodeSource
+
+        creds = BmcCredentials(
+            "FOOTPRINT_REDFISH_USERNAME",
+            "FOOTPRINT_REDFISH_PASSWORD",
+            cfg["source.node.redfish.username-file"],
+            cfg["source.node.redfish.password-file"],
+        )
+        problem = creds.problem()
+        if problem:
+            raise ConfigError("source.node.redfish", problem)
+        ca_file = cfg["source.node.redfish.ca-file"]
+        if ca_file and not os.access(ca_file, os.R_OK):
+            raise ConfigError("source.node.redfish.ca-file", f"cannot read {ca_file}")
+        insecure = cfg["source.node.redfish.insecure-skip-verify"]
+        if insecure:
+            log.warning(
+                "redfish: the BMC's certificate is not verified (--source.node.redfish.insecure-skip-verify)"
+            )
+        chassis = tuple(c.strip() for c in (cfg["source.node.redfish.chassis"] or "").split(",") if c.strip())
+        client = RedfishClient(
+            cfg["source.node.redfish.url"],
+            creds,
+            auth=cfg["source.node.redfish.auth"],
+            ca_file=ca_file,
+            insecure=insecure,
+            timeout_s=timeout,
+        )
+        source = RedfishNodeSource(client, chassis)
+    else:
+        from exporter.sources.ipmi import IpmitoolDcmiSource
+
+        ipmitool = shutil.which(cfg["source.node.ipmi.path"])
+        if ipmitool is None:
+            raise SourceUnavailable(
+                "not_found", f"source.node: {cfg['source.node.ipmi.path']} not found (install ipmitool)"
+            )
+        host = cfg["source.node.ipmi.host"]
+        ipmi_creds = None
+        if host:
+            ipmi_creds = BmcCredentials(
+                "FOOTPRINT_IPMI_USERNAME",
+                "FOOTPRINT_IPMI_PASSWORD",
+                cfg["source.node.ipmi.username-file"],
+                cfg["source.node.ipmi.password-file"],
+            )
+            problem = ipmi_creds.problem()
+            if problem:
+                raise ConfigError("source.node.ipmi", problem)
+        source = IpmitoolDcmiSource(
+            ipmitool,
+            host,
+            ipmi_creds,
+            cfg["source.node.ipmi.interface"],
+            timeout,
+            privilege=cfg["source.node.ipmi.privilege"],
+        )
+    return NodePoller(source, interval_s=cfg["source.node.interval"])
+
+
 def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
     from exporter.attribution import AttributionPolicy
     from exporter.ledger import ProcessLedger
@@ -167,6 +241,7 @@ def run_exporter(argv: Sequence[str]) -> int:
         carbon_cfg = parse_carbon_config(cfg.carbon_raw)
         web = load_web_config(cfg["web.config.file"])
         host, port = parse_listen_address(cfg["web.listen-address"])
+        node = build_node_poller(cfg)  # first: its credential errors must be the only line printed
         gpu_source = build_gpu_source(cfg)
         cpu_source = build_cpu_source(cfg)
     except ConfigError as exc:
@@ -187,6 +262,7 @@ def run_exporter(argv: Sequence[str]) -> int:
         build_attribution(cfg, gpu_source),
         interval_s=cfg["sample.interval"],
         pci_gpus=lambda: count_nvidia_gpus(sysfs),
+        node=node,
     )
     state = StateFile(cfg["state.file"]) if cfg["state.file"] else None
     if state is not None:
@@ -244,15 +320,18 @@ def run_exporter(argv: Sequence[str]) -> int:
             save_state(clean=False)  # a checkpoint: proves the path is writable, never continued from
 
     carbon.start()
+    if node is not None:
+        node.start()  # the BMC is slow: read on its own thread, never from a tick or a scrape
     sampler_thread = threading.Thread(target=sampler.run, args=(stop, on_tick), name="sampler", daemon=True)
     sampler_thread.start()
     bound_host, bound_port = server.server_address[:2]
     log.info(
-        "listening on %s:%s (gpu source %s, cpu source %s, TLS %s, basic auth %s)",
+        "listening on %s:%s (gpu source %s, cpu source %s, node source %s, TLS %s, basic auth %s)",
         bound_host,
         bound_port,
         gpu_source.name if gpu_source else "none",
         cpu_source.name if cpu_source else "none",
+        node.method if node else "none",
         "on" if web.ssl_context else "off",
         "on" if web.users else "off",
     )
@@ -267,6 +346,8 @@ def run_exporter(argv: Sequence[str]) -> int:
             "begins from zero"
         )
     save_state(clean=stopped)
+    if node is not None:
+        node.stop()  # ends our Redfish session on the BMC
     carbon.stop()
     server.shutdown()
     server.server_close()
@@ -287,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.budgets import main as budgets_main
 
         return budgets_main(args[1:])
+    if args and args[0] == "validate-gpu":
+        from exporter.validate_gpu.main import main as validate_main
+
+        return validate_main(args[1:])
     return run_exporter(args)
 
 

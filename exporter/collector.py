@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.catalogue import CATALOGUE, MetricSpec
-from exporter.model import ProcessState, Snapshot
+from exporter.model import NodeState, ProcessState, Snapshot
 
 _GPU_GAUGES = (
     ("footprint_gpu_power_watts", "power_w"),
@@ -49,6 +49,26 @@ class _Families:
 def _workload_labels(p: ProcessState) -> list[str]:
     w = p.workload
     return [p.pid, w.comm, w.user, w.container_id, w.pod, w.namespace, w.slurm_job_id]
+
+
+def _add_node(f: _Families, node: NodeState) -> None:
+    # A BMC without a recent good reading: its power and energy are left out (a stale counter would
+    # read as a node drawing nothing); the basis says the node totals rest on the components meanwhile.
+    method = [node.method]
+    basis = "node" if node.fresh else "components"
+    f.add("footprint_node_energy_basis_info", [basis, node.method], 1)
+    if node.fresh:
+        if node.power_w is not None:
+            f.add("footprint_node_power_watts", method, node.power_w)
+        f.add("footprint_node_energy_joules_total", method, node.energy_j_total)
+        f.add("footprint_node_unmetered_energy_joules_total", [], node.unmetered_energy_j_total)
+        if node.emissions_g_total is not None and node.unmetered_emissions_g_total is not None:
+            f.add("footprint_node_emissions_grams_total", method, node.emissions_g_total)
+            f.add("footprint_node_unmetered_emissions_grams_total", [], node.unmetered_emissions_g_total)
+        for part in node.parts:
+            f.add("footprint_node_reading_info", [node.method, part], 1)
+    f.add("footprint_node_data_quality_errors_total", ["below_components"], node.below_components_total)
+    f.add("footprint_node_data_quality_errors_total", ["not_compared"], node.gaps_total)
 
 
 class SnapshotCollector(Collector):
@@ -137,6 +157,9 @@ class SnapshotCollector(Collector):
                 f.add(
                     "footprint_cpu_marginal_emissions_grams_total", [cr.package], c.marginal_emissions_g_total
                 )
+
+        if snap.node is not None:
+            _add_node(f, snap.node)
 
         for i in snap.intensities:
             f.add(

@@ -79,6 +79,69 @@ FLAGS: tuple[Flag, ...] = (
         "TDP per CPU socket in watts for the estimated CPU power (default: from the CPU model).",
         minimum=1,
     ),
+    Flag(
+        "source.node",
+        "choice",
+        "none",
+        "Whole-node input power from the BMC: redfish, ipmi (DCMI through ipmitool) or none.",
+        ("redfish", "ipmi", "none"),
+    ),
+    Flag("source.node.interval", "duration", 10.0, "How often the BMC is read (its own thread).", minimum=1),
+    Flag(
+        "source.node.timeout",
+        "duration",
+        5.0,
+        "Longest wait for one Redfish request or one ipmitool run.",
+        minimum=0.1,
+    ),
+    Flag(
+        "source.node.redfish.url",
+        "str",
+        None,
+        "Redfish service root, e.g. https://bmc.example/redfish/v1 (credentials from "
+        "FOOTPRINT_REDFISH_USERNAME and FOOTPRINT_REDFISH_PASSWORD or the two files below).",
+    ),
+    Flag(
+        "source.node.redfish.auth",
+        "choice",
+        "session",
+        "Redfish authentication: session (X-Auth-Token, logged out at shutdown) or basic.",
+        ("session", "basic"),
+    ),
+    Flag("source.node.redfish.username-file", "str", None, "File holding the Redfish user name."),
+    Flag("source.node.redfish.password-file", "str", None, "File holding the Redfish password."),
+    Flag("source.node.redfish.ca-file", "str", None, "CA bundle that signed the BMC's certificate."),
+    Flag(
+        "source.node.redfish.insecure-skip-verify",
+        "bool",
+        False,
+        "Do not verify the BMC's certificate (self-signed BMC certificates; says so in the log).",
+    ),
+    Flag(
+        "source.node.redfish.chassis",
+        "str",
+        None,
+        "Comma-separated chassis Ids to read (default: every outermost chassis that reports power).",
+    ),
+    Flag("source.node.ipmi.path", "str", "ipmitool", "The ipmitool executable."),
+    Flag(
+        "source.node.ipmi.host",
+        "str",
+        None,
+        "BMC address for IPMI over LAN (default: the local interface, /dev/ipmi0); user name from "
+        "FOOTPRINT_IPMI_USERNAME or the file below, password from FOOTPRINT_IPMI_PASSWORD or the file below.",
+    ),
+    Flag("source.node.ipmi.interface", "choice", "lanplus", "ipmitool LAN interface.", ("lanplus", "lan")),
+    Flag(
+        "source.node.ipmi.privilege",
+        "choice",
+        "ADMINISTRATOR",
+        "Session privilege ipmitool asks for over LAN (-L); ipmitool's default is ADMINISTRATOR, an "
+        "account with less needs its own level here.",
+        ("USER", "OPERATOR", "ADMINISTRATOR"),
+    ),
+    Flag("source.node.ipmi.username-file", "str", None, "File holding the IPMI user name."),
+    Flag("source.node.ipmi.password-file", "str", None, "File holding the IPMI password (ipmitool -f)."),
     Flag("path.procfs", "str", "/proc", "procfs mount point (containers: the host's /proc mounted here)."),
     Flag("path.sysfs", "str", "/sys", "sysfs mount point (containers: the host's /sys mounted here)."),
     Flag("sample.interval", "duration", 1.0, "How often the sampler reads the hardware.", minimum=0.01),
@@ -325,12 +388,34 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
 def _check_combinations(values: Mapping[str, Any]) -> None:
     if values["source.gpu"] == "replay" and not values["source.gpu.replay.file"]:
         raise ConfigError("source.gpu.replay.file", "required when --source.gpu=replay")
+    _check_node(values)
     path = values["web.telemetry-path"]
     if not path.startswith("/") or path in ("/", "/healthz"):
         raise ConfigError(
             "web.telemetry-path", f"must be an absolute path other than / and /healthz, got {path!r}"
         )
     parse_listen_address(values["web.listen-address"])
+
+
+def _check_node(values: Mapping[str, Any]) -> None:
+    if values["source.node"] == "redfish":
+        url = values["source.node.redfish.url"]
+        if not url:
+            raise ConfigError("source.node.redfish.url", "required when --source.node=redfish")
+        if not url.startswith("https://") or len(url) <= len("https://"):
+            raise ConfigError(
+                "source.node.redfish.url", f"must be an https:// URL (credentials go with it), got {url!r}"
+            )
+        if "@" in url.split("/")[2]:
+            # Never echo it: the part before @ is a user name and maybe a password.
+            raise ConfigError(
+                "source.node.redfish.url",
+                "must not carry credentials; use FOOTPRINT_REDFISH_USERNAME/_PASSWORD or the files",
+            )
+        if values["source.node.redfish.insecure-skip-verify"] and values["source.node.redfish.ca-file"]:
+            raise ConfigError(
+                "source.node.redfish.insecure-skip-verify", "contradicts --source.node.redfish.ca-file"
+            )
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:

@@ -209,3 +209,39 @@ class Snapshot:
     # NVIDIA GPUs present on the PCI bus by bound driver ("nvidia", "vfio-pci", "" for none); None when
     # sysfs could not be read.
     gpu_pci_devices: tuple[tuple[str, int], ...] | None = None
+    node: NodeState | None = None  # whole-node figures, when a node source is configured
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReading:
+    """Whole-node input power (and, where the BMC keeps one, its energy counter) read once from the BMC.
+
+    ``energy_j`` is a cumulative counter in joules as the BMC reports it (it may be coarse, may restart
+    when the BMC resets); None when the BMC has no energy counter. ``parts`` says which resources the
+    figures came from, e.g. ``("System.Embedded.1:Power/PowerControl",)``, for the info metric and logs.
+    """
+
+    power_w: float | None
+    energy_j: float | None = None
+    parts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """Whole-node figures from the BMC as the latest snapshot shows them.
+
+    ``fresh`` is False while the node source has had no good reading for a while: then its power and
+    energy series are left out. ``unmetered`` is node energy not covered by the GPU, CPU and DRAM
+    readings of the same time; its emissions are the node's share of emissions no component carries.
+    """
+
+    method: str  # "redfish" or "ipmi"
+    fresh: bool
+    power_w: float | None
+    energy_j_total: float
+    unmetered_energy_j_total: float
+    emissions_g_total: float | None  # None without carbon accounting
+    unmetered_emissions_g_total: float | None
+    below_components_total: int  # intervals whose node energy was below the components' (data quality)
+    gaps_total: int  # intervals not compared (no reading or no component figures across them)
+    parts: tuple[str, ...] = ()

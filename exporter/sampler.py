@@ -23,16 +23,19 @@ from exporter.model import (
     CpuState,
     GpuReading,
     GpuState,
+    NodeState,
     ProcessState,
     RejectedReadings,
     Snapshot,
     SourceStatus,
 )
+from exporter.node_power import NodeAccount
 from exporter.plausibility import MAX_DEVICE_WATTS, max_power_w, screen_cpu_reading, screen_gpu_reading
 
 if TYPE_CHECKING:
     from exporter.carbon.service import CarbonService
     from exporter.ledger import ProcessLedger
+    from exporter.node_power import NodePoller
     from exporter.sources import CpuSource, GpuSource
     from exporter.sources.processes import ProcessCpuTimes
     from exporter.workload import WorkloadResolver
@@ -146,6 +149,7 @@ class Sampler:
         wall_clock: Callable[[], float] = time.time,
         pci_gpus: Callable[[], dict[str, int] | None] | None = None,
         pci_interval_s: float = 60.0,
+        node: NodePoller | None = None,
     ) -> None:
         self.gpu_source = gpu_source
         self.cpu_source = cpu_source
@@ -173,6 +177,9 @@ class Sampler:
         self._water_litres: float | None = None
         self._node_embodied: float | None = None
         self._sources: dict[str, _SourceCounters] = {}
+        self.node = node
+        # The components' ticks are kept long enough to cover a node interval that spans a few failed polls.
+        self._node = NodeAccount(keep_s=max(120.0, 5 * node.interval_s)) if node is not None else None
         self._last_now: float | None = None
         self._last_wall: float | None = None
         self._samples = 0
@@ -195,6 +202,7 @@ class Sampler:
             "cpus": {k: t.dump() for k, t in self._cpu_totals.items() if k in self._cpu_measured},
             "water_litres": self._water_litres,
             "node_embodied_grams": self._node_embodied,
+            **({"node": self._node.dump()} if self._node is not None else {}),
         }
         att = self.attribution
         if att is not None:
@@ -220,6 +228,8 @@ class Sampler:
                 if data.get(name) is not None:
                     ledger.check(data[name])
                     ledgers.append((ledger, data[name]))
+        if self._node is not None and data.get("node") is not None:
+            self._node.load(data["node"])  # checks everything before it changes anything
         self._gpu_totals.update(gpus)
         self._cpu_totals.update(cpus)
         self._gpu_measured.update(gpus)
@@ -347,6 +357,7 @@ class Sampler:
                 )
 
         carbon = self.carbon
+        node = self._account_node(now, wall, total_delta) if self.node is not None else None
         if carbon is not None and dt > 0:
             if carbon.wue_litres_per_kwh is not None:
                 self._water_litres = (self._water_litres or 0.0) + water_litres(
@@ -382,7 +393,8 @@ class Sampler:
             gpu_processes=gpu_procs,
             cpus=tuple(cpu_states),
             cpu_processes=cpu_procs,
-            sources=tuple(c.status(n) for n, c in self._sources.items()),
+            sources=tuple(c.status(n) for n, c in self._sources.items())
+            + ((self.node.status(),) if self.node is not None else ()),
             intensities=carbon.intensities() if carbon else (),
             providers=carbon.providers() if carbon else (),
             forecasts=carbon.forecasts() if carbon else (),
@@ -396,9 +408,43 @@ class Sampler:
             state_restore_result=self.state_restore_result,
             rejected_readings=self._rejected_states,
             gpu_pci_devices=self._pci,
+            node=node,
         )
         self.snapshot = snapshot
         return snapshot
+
+    def _account_node(self, now: float, wall: float, component_j: float) -> NodeState:
+        """Node energy from the poller's closed intervals, against the components' energy of the same span.
+
+        ``component_j`` is this tick's GPU + CPU + DRAM energy. Emissions and water of the unmetered
+        part use the intensity valid during each node interval, so GPU + CPU + unmetered is the node.
+        """
+        assert self.node is not None and self._node is not None
+        account, carbon = self._node, self.carbon
+        complete = all(c.up for c in self._sources.values()) and all(r.up for r in self._gpu_last.values())
+        account.components(now, component_j, complete)
+        for interval in self.node.drain(until=now):
+            grams_per_j = 0.0
+            if carbon is not None:
+                span = carbon.segments("average", wall - (now - interval.t0), wall - (now - interval.t1))
+                grams_per_j = operational_grams(1.0, span, carbon.pue)
+            unmetered = account.add(interval, grams_per_j)
+            if carbon is not None and carbon.wue_litres_per_kwh is not None and unmetered > 0:
+                litres = water_litres(unmetered, carbon.wue_litres_per_kwh, carbon.pue)
+                self._water_litres = (self._water_litres or 0.0) + litres
+        fresh = self.node.fresh(now)
+        return NodeState(
+            method=self.node.method,
+            fresh=fresh,
+            power_w=self.node.power_w() if fresh else None,
+            energy_j_total=account.energy_j,
+            unmetered_energy_j_total=account.unmetered_j,
+            emissions_g_total=account.grams if carbon is not None else None,
+            unmetered_emissions_g_total=account.unmetered_grams if carbon is not None else None,
+            below_components_total=account.below_components,
+            gaps_total=account.not_compared,
+            parts=self.node.parts(),
+        )
 
     def _refresh_pci(self, now: float) -> None:
         """Count the NVIDIA GPUs on the PCI bus now and then (GPUs are rarely hot-plugged)."""

@@ -390,8 +390,9 @@ def dashboard(
 
 # --------------------------------------------------------------------------- the dashboards
 
-ENERGY_ALL = '{__name__=~"footprint_(gpu|cpu)_energy_joules_total", %s}'
-EMISSIONS_ALL = '{__name__=~"footprint_(gpu|cpu)_emissions_grams_total", %s}'
+# Node totals: GPU + CPU, plus the node's unmetered part where a BMC is read (absent elsewhere).
+ENERGY_ALL = '{__name__=~"footprint_(gpu|cpu|node_unmetered)_energy_joules_total", %s}'
+EMISSIONS_ALL = '{__name__=~"footprint_(gpu|cpu|node_unmetered)_emissions_grams_total", %s}'
 PROCESS_ENERGY = '{__name__=~"footprint_process_(gpu|cpu)_energy_joules_total", %s}'
 PROCESS_EMISSIONS = '{__name__=~"footprint_process_(gpu|cpu)_emissions_grams_total", %s}'
 
@@ -402,13 +403,15 @@ def fleet_overview() -> Json:
     panels = [
         stat(
             "Power now",
-            "GPU board power plus CPU package power of the selected nodes, latest sample.",
+            "Whole-node input power from the BMC where a node source is configured, else GPU board "
+            "power plus CPU package power, of the selected nodes.",
             "watt",
-            [target(f'sum({{__name__=~"footprint_(gpu|cpu)_power_watts", {INST}}})')],
+            [target(f"sum(instance:footprint_power_watts:sum{{{INST}}})")],
         ),
         stat(
             "Energy today",
-            "GPU and CPU energy since midnight (browser time zone), kWh.",
+            "GPU and CPU energy, plus the unmetered rest of the node where a BMC is read, since midnight "
+            "(browser time zone), kWh.",
             "kwatth",
             [target(f"sum(increase({energy}[$__range])) / {KWH:g}")],
             time_from="now/d",
@@ -425,7 +428,8 @@ def fleet_overview() -> Json:
         ),
         stat(
             "Energy, 30 days",
-            "GPU and CPU energy over the last 30 days, kWh.",
+            "GPU and CPU energy, plus the unmetered rest of the node where a BMC is read, over the last "
+            "30 days, kWh.",
             "kwatth",
             [target(f"sum(increase({energy}[$__range])) / {KWH:g}")],
             time_from="30d",
@@ -698,6 +702,7 @@ def node_gpu() -> Json:
                 )
             ],
         ),
+        *node_power_panels(),
         timeseries(
             "Sources up",
             "1 when a source's last read worked (nvml, simulated, replay, rapl, ...); "
@@ -733,6 +738,76 @@ def node_gpu() -> Json:
         panels,
         time_from="now-1h",
     )
+
+
+def node_power_panels() -> list[Json]:
+    """The node (BMC) row of the node dashboard: what the node draws, and what the components cover."""
+    # One query for CPU and DRAM: every CPU domain is "CPU" unless its package label ends in -dram.
+    part = (
+        f'label_replace(label_replace(footprint_cpu_power_watts{{{INST}}}, "part", "CPU", "package", ".*"), '
+        '"part", "DRAM", "package", ".*-dram")'
+    )
+    return [
+        timeseries(
+            "Node power: GPU, CPU, DRAM and unmetered",
+            "Stacked: GPU board power, CPU package and DRAM power, and the unmetered rest of the node "
+            "(fans, NICs, storage, power supply losses) from the BMC; the dashed line is the node's input "
+            "power as the BMC reads it. Without a node source only GPU and CPU show.",
+            "watt",
+            [
+                target(f"sum by (instance) (footprint_gpu_power_watts{{{INST}}})", "{{instance}} GPU"),
+                target(f"sum by (instance, part) ({part})", "{{instance}} {{part}}"),
+                target(
+                    "sum by (instance) (rate(footprint_node_unmetered_energy_joules_total"
+                    f"{{{INST}}}[$__rate_interval]))",
+                    "{{instance}} unmetered",
+                ),
+                target(f"footprint_node_power_watts{{{INST}}}", "{{instance}} node input ({{method}})"),
+            ],
+            w=16,
+            stack=True,
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* node input .*"},
+                    "properties": [
+                        {"id": "custom.stacking", "value": {"mode": "none", "group": "A"}},
+                        {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                        {"id": "custom.fillOpacity", "value": 0},
+                    ],
+                }
+            ],
+        ),
+        bargauge(
+            "Unmetered share of node energy",
+            "Share of the node's energy over the time range that no GPU, CPU or DRAM reading covers; "
+            "it is node-level and charged to no workload.",
+            "percentunit",
+            [
+                target(
+                    f"sum by (instance) (increase(footprint_node_unmetered_energy_joules_total{{{INST}}}"
+                    f"[$__range])) / sum by (instance) (increase(footprint_node_energy_joules_total{{{INST}}}"
+                    "[$__range]))",
+                    "{{instance}}",
+                )
+            ],
+            w=8,
+            maximum=1,
+        ),
+        table(
+            "Node power source",
+            "Where the BMC's figures come from (chassis, resource) and what node totals rest on now: "
+            "basis node (the BMC's reading) or components (GPU + CPU + DRAM only, the BMC is failing).",
+            "none",
+            [
+                target(f"footprint_node_reading_info{{{INST}}}", table=True),
+                target(f"footprint_node_energy_basis_info{{{INST}}}", table=True),
+            ],
+            columns={"A": ("reading", "none"), "B": ("basis", "none")},
+            hide=("Time", "__name__", "job", "Value #A", "Value #B"),
+            w=24,
+            h=5,
+        ),
+    ]
 
 
 def _workload_table(title: str, description: str, by: str, filter_label: str, sort: str) -> Json:

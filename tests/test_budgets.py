@@ -75,6 +75,7 @@ def test_scope_picks_the_emissions_metrics() -> None:
     assert emissions_metrics(()) == (
         "footprint_gpu_emissions_grams_total",
         "footprint_cpu_emissions_grams_total",
+        "footprint_node_unmetered_emissions_grams_total",
     )
     assert emissions_metrics(parse_selector('{node="a"}')) == emissions_metrics(())
     assert emissions_metrics(parse_selector('{user="alice"}')) == (
@@ -212,7 +213,8 @@ def test_the_fleet_budget_sums_node_totals_without_an_empty_selector() -> None:
     by = rules_by(render_rules(parse_budgets(one(selector="{}"))))
     assert by["footprint:budget_emissions_grams:rate5m"][0]["expr"] == (
         "(sum(rate(footprint_gpu_emissions_grams_total[5m])) or vector(0))\n+\n"
-        "(sum(rate(footprint_cpu_emissions_grams_total[5m])) or vector(0))"
+        "(sum(rate(footprint_cpu_emissions_grams_total[5m])) or vector(0))\n+\n"
+        "(sum(rate(footprint_node_unmetered_emissions_grams_total[5m])) or vector(0))"
     )
 
 

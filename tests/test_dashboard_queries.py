@@ -18,6 +18,7 @@ from carbon_servers import FakeApi, Reply, uk_fw24h, uk_intensity
 
 from exporter.sources.simulated import SimulatedGpuSource
 from tests.exporter_proc import ExporterProcess, start_exporter
+from tests.fake_redfish import FakeBmc, Profile, dmtf_modern
 from tests.prom_procs import prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,10 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("dashboard-queries")
     api = FakeApi()
+    # A BMC reading 8 kW for the node: more than four simulated H100s and the CPUs, so the node panels
+    # have an unmetered part to show.
+    bmc = FakeBmc(tmp, Profile(base_w=8000.0))
+    dmtf_modern(bmc)
     exporter: ExporterProcess | None = None
     try:
         api.script("/intensity", Reply(body=uk_intensity(forecast=210, actual=None)))
@@ -91,7 +96,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 f"--config.file={tmp / 'exporter.yml'}",
                 f"--state.file={tmp / 'state.json'}",
                 "--state.interval=1s",
+                "--source.node=redfish",
+                f"--source.node.redfish.url={bmc.url}",
+                f"--source.node.redfish.ca-file={bmc.ca_file}",
+                "--source.node.interval=1s",
             ],
+            env={"FOOTPRINT_REDFISH_USERNAME": bmc.username, "FOOTPRINT_REDFISH_PASSWORD": bmc.password},
             wait=60,
         )
 
@@ -117,6 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if exporter is not None:
             exporter.stop()
         api.close()
+        bmc.close()
 
 
 def expand(expr: str, instance: str) -> str:
@@ -241,10 +252,15 @@ def test_carbon_panels_show_what_the_providers_said(stack: Stack) -> None:
     assert water > 0
 
 
-def test_fleet_power_is_gpu_plus_cpu(stack: Stack) -> None:
+def test_fleet_power_is_the_node_input_power_where_a_bmc_reads_it(stack: Stack) -> None:
     (total,) = panel_value(stack, "Footprint / Fleet overview", "Power now").values()
+    assert total == 8000.0  # the fake BMC's reading, not GPU + CPU
     _, gpus = query(stack, f'sum(footprint_gpu_power_watts{{instance="{stack.instance}"}})', True)
     _, cpus = query(stack, f'sum(footprint_cpu_power_watts{{instance="{stack.instance}"}})', True)
-    # Same instant, same scraped samples: the panel's sum is exactly the two parts.
-    assert total == pytest.approx(float(gpus[0]["value"][1]) + float(cpus[0]["value"][1]), rel=1e-9)
-    assert 4 * 60 < total < 4 * 700 + 2000  # four simulated H100s between idle and their limit, plus CPUs
+    components = float(gpus[0]["value"][1]) + float(cpus[0]["value"][1])
+    assert (
+        4 * 60 < components < 4 * 700 + 2000
+    )  # four simulated H100s between idle and their limit, plus CPUs
+    # The node panel's unmetered part is what the components leave of the BMC's 8 kW.
+    unmetered = panel_value(stack, "Footprint / Node and GPU", "Unmetered share of node energy")
+    assert 0.5 < unmetered[f"instance={stack.instance}"] < 1.0

@@ -1,0 +1,225 @@
+"""Node (BMC) source benchmark: polling cost per poll and node-energy accuracy against a known truth.
+
+``python -m benchmarks.node [--polls N] [--output FILE]`` prints a Markdown report and writes it to
+``benchmarks/results/node.md``. Polling cost is measured against the fake Redfish service of the tests
+(loopback HTTPS, same process) and the fake ipmitool; accuracy runs the real integrator on readings taken
+from the fake's power profile every 10 s, against the profile's exact integral.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.node_power import NodeEnergyIntegrator
+from exporter.sources.bmc_credentials import BmcCredentials
+from exporter.sources.ipmi import IpmitoolDcmiSource
+from exporter.sources.redfish import RedfishClient, RedfishNodeSource
+from tests.fake_redfish import FakeBmc, Profile, dell_legacy, dmtf_modern, hgx, hpe_trailing_slash, psu_only
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHAPES: dict[str, Callable[[FakeBmc], None]] = {
+    "Dell-style Power/PowerControl": dell_legacy,
+    "HPE-style Power (trailing /)": hpe_trailing_slash,
+    "DMTF PowerSubsystem + energy sensor": dmtf_modern,
+    "EnvironmentMetrics power + EnergykWh": lambda bmc: dmtf_modern(bmc, energy_in_environment=True),
+    "PowerSubsystem supplies only": psu_only,
+    "NVIDIA HGX (host + baseboard)": hgx,
+}
+
+
+@dataclass
+class Cost:
+    shape: str
+    discovery_requests: int
+    requests_per_poll: float
+    cpu_ms_per_poll: float  # median, this thread
+    wall_ms_per_poll: float  # median, loopback
+    child_cpu_ms_per_poll: float | None = None
+
+
+def redfish_costs(polls: int) -> list[Cost]:
+    os.environ.setdefault("FOOTPRINT_REDFISH_USERNAME", "monitor")
+    os.environ.setdefault("FOOTPRINT_REDFISH_PASSWORD", "s3cret-Pw")
+    creds = BmcCredentials("FOOTPRINT_REDFISH_USERNAME", "FOOTPRINT_REDFISH_PASSWORD")
+    out = []
+    for name, build in SHAPES.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            bmc = FakeBmc(Path(tmp))
+            build(bmc)
+            src = RedfishNodeSource(RedfishClient(bmc.url, creds, ca_file=bmc.ca_file, timeout_s=5.0))
+            src.read()  # login, discovery and the first read
+            first = src.requests_total()
+            cpu, wall, requests = [], [], []
+            for _ in range(polls):
+                before, c0, w0 = src.requests_total(), time.thread_time(), time.perf_counter()
+                src.read()
+                cpu.append(time.thread_time() - c0)
+                wall.append(time.perf_counter() - w0)
+                requests.append(src.requests_total() - before)
+            src.close()
+            bmc.close()
+        discovery = first - round(statistics.mean(requests))  # the first read's own requests aside
+        out.append(
+            Cost(
+                name,
+                discovery,
+                statistics.mean(requests),
+                1000 * statistics.median(cpu),
+                1000 * statistics.median(wall),
+            )
+        )
+    return out
+
+
+def ipmi_cost(polls: int) -> Cost:
+    fake = Path(__file__).resolve().parent.parent / "tests" / "fake_ipmitool.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ipmitool"
+        path.write_text(fake.read_text().replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
+        path.chmod(0o755)
+        scenario = {"mode": "activated", "base_w": 1500.0, "amp_w": 0.0, "period_s": 600.0, "t0": time.time()}
+        path.with_suffix(".json").write_text(json.dumps(scenario))
+        src = IpmitoolDcmiSource(str(path))
+        cpu, wall, child = [], [], []
+        for _ in range(polls):
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            c0, w0 = time.thread_time(), time.perf_counter()
+            src.read()
+            cpu.append(time.thread_time() - c0)
+            wall.append(time.perf_counter() - w0)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            child.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    return Cost(
+        "IPMI DCMI (fake ipmitool, a Python script)",
+        0,
+        1.0,
+        1000 * statistics.median(cpu),
+        1000 * statistics.median(wall),
+        1000 * statistics.median(child),
+    )
+
+
+@dataclass
+class Accuracy:
+    profile: str
+    method: str
+    hours: float
+    truth_kwh: float
+    error_pct: float
+
+
+class SquareWave(Profile):
+    """Power alternating between base+amp and base-amp every half period (exact integral)."""
+
+    def __init__(self, half: float, base: float, amp: float) -> None:
+        super().__init__(base, 0.0, 1.0)
+        self.half, self.amp = half, amp
+
+    def power(self, t: float) -> float:
+        return self.base_w + (self.amp if int(t // self.half) % 2 == 0 else -self.amp)
+
+    def energy(self, t: float) -> float:
+        full = int(t // (2 * self.half))
+        rest = t - full * 2 * self.half
+        high = min(rest, self.half)
+        low = max(0.0, rest - self.half)
+        return self.base_w * t + self.amp * (high - low)
+
+
+# Profiles of a GPU node's input power (watts, seconds).
+PROFILES: dict[str, Profile] = {
+    "steady 1.8 kW, 600 W swing over 15 min": Profile(1800.0, 600.0, 900.0),
+    "training steps (+2.4 kW at 333 s, -1.9 kW at 1234 s)": Profile(
+        1800.0, 600.0, 900.0, [(333.0, 2400.0), (1234.0, -1900.0)]
+    ),
+    "bursty: 3 kW +/- 1.5 kW, switching every 7 s": SquareWave(7.0, 3000.0, 1500.0),
+}
+
+
+def accuracy(hours: float = 2.0, poll_s: float = 10.0) -> list[Accuracy]:
+    out = []
+    for name, profile in PROFILES.items():
+        duration = hours * 3600.0
+        truth = profile.energy(duration) - profile.energy(0.0)
+        for method, resolution in (
+            ("power only (trapezoid)", None),
+            ("counter, 1 Wh", 3600.0),
+            ("counter, 1 kWh", 3.6e6),
+        ):
+            integrator = NodeEnergyIntegrator(max_gap_s=3.5 * poll_s)
+            steps = int(duration / poll_s)
+            for k in range(steps + 1):
+                t = k * poll_s
+                power = round(profile.power(t))
+                counter = None
+                if resolution is not None:
+                    counter = math.floor((4321 * 3.6e6 + profile.energy(t)) / resolution) * resolution
+                integrator.update(t, counter, power)
+            out.append(
+                Accuracy(name, method, hours, truth / 3.6e6, 100.0 * (integrator.total_j - truth) / truth)
+            )
+    return out
+
+
+def render(costs: Sequence[Cost], acc: Sequence[Accuracy], polls: int) -> str:
+    lines = [
+        "# Node (BMC) source benchmark",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {polls} polls per shape, "
+        f"{os.cpu_count()} cores.",
+        "",
+        "## Polling cost (fake BMC on loopback HTTPS in the same process; session authentication)",
+        "",
+        "| BMC shape | discovery requests (once an hour) | requests per poll | CPU per poll, median "
+        "| wall per poll, median (loopback) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in costs:
+        extra = (
+            f" (+{c.child_cpu_ms_per_poll:.1f} ms in ipmitool)" if c.child_cpu_ms_per_poll is not None else ""
+        )
+        cells = (
+            c.shape,
+            c.discovery_requests,
+            f"{c.requests_per_poll:g}",
+            f"{c.cpu_ms_per_poll:.2f} ms{extra}",
+        )
+        lines.append("| " + " | ".join(map(str, cells)) + f" | {c.wall_ms_per_poll:.1f} ms |")
+    lines += [
+        "",
+        "## Node energy against the truth (readings every 10 s, power in whole watts)",
+        "",
+        "| power profile | method | hours | truth, kWh | error |",
+        "|---|---|---|---|---|",
+    ]
+    for a in acc:
+        lines.append(f"| {a.profile} | {a.method} | {a.hours:g} | {a.truth_kwh:.3f} | {a.error_pct:+.3f}% |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.node", description=__doc__)
+    parser.add_argument("--polls", type=int, default=200)
+    parser.add_argument("--output", type=Path, default=RESULTS / "node.md")
+    args = parser.parse_args(argv)
+    costs = [*redfish_costs(args.polls), ipmi_cost(min(args.polls, 50))]
+    text = render(costs, accuracy(), args.polls)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
