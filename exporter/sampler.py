@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Grams per joule over an interval: average signal, marginal signal, market-based (PUE included).
+Factors = tuple[float, float | None, float | None]
+
 # Where dump_state() puts the per-process ledgers (the bulk of a state file).
 PROCESS_STATE_KEYS = ("gpu_processes", "cpu_processes")
 
@@ -56,10 +59,15 @@ class _Totals:
     grams: float = 0.0
     marginal_grams: float | None = None
     embodied_grams: float = 0.0
+    market_grams: float | None = None
 
     def add_marginal(self, grams: float | None) -> None:
         if grams is not None:
             self.marginal_grams = (self.marginal_grams or 0.0) + grams
+
+    def add_market(self, grams: float | None) -> None:
+        if grams is not None:
+            self.market_grams = (self.market_grams or 0.0) + grams
 
     def merge(self, other: _Totals) -> None:
         for f in fields(self):
@@ -255,23 +263,24 @@ class Sampler:
         counters.duration_s = time.perf_counter() - started
         return result
 
-    def _factors(self, wall: float, dt: float) -> tuple[float, float | None]:
-        """Grams per joule during the interval just ended, average and marginal (PUE included)."""
+    def _factors(self, wall: float, dt: float) -> Factors:
+        """Grams per joule during the interval just ended: average, marginal, market (PUE included)."""
         if self._last_wall is None:
-            return 0.0, None
+            return 0.0, None, None
         return self._factors_over(self._last_wall, wall, dt)
 
-    def _factors_over(self, start: float, end: float, dt: float) -> tuple[float, float | None]:
-        """Grams per joule from wall time ``start`` to ``end``, average and marginal (PUE included)."""
+    def _factors_over(self, start: float, end: float, dt: float) -> Factors:
+        """Grams per joule from wall time ``start`` to ``end``: average, marginal, market (PUE included)."""
         if self.carbon is None or dt <= 0:
-            return 0.0, None
+            return 0.0, None, None
         pue = self.carbon.pue
         average = operational_grams(1.0, self.carbon.segments("average", start, end), pue)
         marginal: float | None = None
         if self.carbon.has_marginal:
             segments = self.carbon.segments("marginal", start, end)
             marginal = operational_grams(1.0, segments, pue) if segments else None
-        return average, marginal
+        market = self.carbon.market
+        return average, marginal, None if market is None else market.grams(1.0, start, end, pue)
 
     def _reject(self, kind: str, device: str, reason: str, detail: str) -> None:
         key = (kind, device, reason)
@@ -292,7 +301,8 @@ class Sampler:
         started = time.perf_counter()
         now, wall = self.clock(), self.wall_clock()
         dt = 0.0 if self._last_now is None else max(0.0, now - self._last_now)
-        g_per_j, marginal_per_j = self._factors(wall, dt)
+        factors = self._factors(wall, dt)
+        g_per_j, marginal_per_j, market_per_j = factors
         att = self.attribution
         total_delta = 0.0
 
@@ -313,9 +323,7 @@ class Sampler:
                         counters.fail(reading.error or "gpu_down")
                     key = self._gpu_key(reading)
                     seen.add(key)
-                    total_delta += self._account_gpu_isolated(
-                        key, reading, now, wall, dt, g_per_j, marginal_per_j
-                    )
+                    total_delta += self._account_gpu_isolated(key, reading, now, wall, dt, factors)
             for key, last in self._gpu_last.items():
                 if key not in seen:  # whole source failed: keep counters, mark the GPU down
                     self._gpu_last[key] = _down(last, "source failed")
@@ -335,7 +343,7 @@ class Sampler:
                 if cpu_readings is None or not any(c.package == pkg for c in cpu_readings):
                     self._cpu_method[pkg] = (NONE, "read_failed")
             try:
-                total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j)
+                total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j, market_per_j)
             except Exception as exc:  # the GPUs' accounting already happened; keep the tick alive
                 log.warning("CPU accounting failed; this interval's CPU energy is dropped", exc_info=True)
                 for pkg in deltas:
@@ -350,6 +358,7 @@ class Sampler:
                         t.unattributed_j,
                         t.grams,
                         t.marginal_grams,
+                        t.market_grams,
                         measured=pkg in self._cpu_measured,
                         energy_method=method,
                         unmeasured_reason=why,
@@ -398,6 +407,7 @@ class Sampler:
             intensities=carbon.intensities() if carbon else (),
             providers=carbon.providers() if carbon else (),
             forecasts=carbon.forecasts() if carbon else (),
+            emission_factors=carbon.emission_factors() if carbon else (),
             pue=carbon.pue if carbon else 1.0,
             water_litres_total=self._water_litres,
             node_embodied_emissions_g_total=self._node_embodied,
@@ -502,6 +512,7 @@ class Sampler:
             totals.grams,
             totals.marginal_grams,
             totals.embodied_grams,
+            totals.market_grams,
             measured=key in self._gpu_measured,
             energy_method=method,
             unmeasured_reason=why,
@@ -514,12 +525,11 @@ class Sampler:
         now: float,
         wall: float,
         dt: float,
-        g_per_j: float,
-        marginal_per_j: float | None,
+        factors: Factors,
     ) -> float:
         """``_account_gpu``, except that a failure drops this GPU's reading only, said and counted."""
         try:
-            return self._account_gpu(key, reading, now, wall, dt, g_per_j, marginal_per_j)
+            return self._account_gpu(key, reading, now, wall, dt, factors)
         except Exception as exc:
             log.warning("GPU %s: accounting its reading failed; the reading is dropped", key, exc_info=True)
             self._gpu_last[key] = _without_measurements(reading)
@@ -534,8 +544,7 @@ class Sampler:
         now: float,
         wall: float,
         dt: float,
-        g_per_j: float,
-        marginal_per_j: float | None,
+        factors: Factors,
     ) -> float:
         totals = self._gpu_totals.setdefault(key, _Totals())
         if not reading.up:
@@ -560,7 +569,8 @@ class Sampler:
         if span <= 0:
             return 0.0
         if abs(span - dt) > 1e-9:
-            g_per_j, marginal_per_j = self._factors_over(wall - span, wall, span)
+            factors = self._factors_over(wall - span, wall, span)
+        g_per_j, marginal_per_j, market_per_j = factors
         embodied = 0.0
         if self.carbon is not None:
             embodied = self.carbon.gpu_embodied_grams_per_second(reading.name) * span
@@ -588,6 +598,7 @@ class Sampler:
         totals.unattributed_j += unattributed
         totals.grams += delta * g_per_j
         totals.add_marginal(None if marginal_per_j is None else delta * marginal_per_j)
+        totals.add_market(None if market_per_j is None else delta * market_per_j)
         totals.embodied_grams += embodied
         if att is not None:
             for proc, joules, workload in zip(processes, shares, workloads, strict=True):
@@ -604,6 +615,7 @@ class Sampler:
                     grams=joules * g_per_j,
                     marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
                     embodied_grams=embodied * frac,
+                    market_grams=None if market_per_j is None else joules * market_per_j,
                 )
         return delta
 
@@ -628,7 +640,13 @@ class Sampler:
         return delta
 
     def _account_cpu(
-        self, deltas: dict[str, float], now: float, dt: float, g_per_j: float, marginal_per_j: float | None
+        self,
+        deltas: dict[str, float],
+        now: float,
+        dt: float,
+        g_per_j: float,
+        marginal_per_j: float | None,
+        market_per_j: float | None = None,
     ) -> float:
         total = sum(deltas.values())
         unattributed = total
@@ -653,6 +671,7 @@ class Sampler:
                     now,
                     grams=joules * g_per_j,
                     marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
+                    market_grams=None if market_per_j is None else joules * market_per_j,
                 )
         for pkg, delta in deltas.items():
             totals = self._cpu_totals.setdefault(pkg, _Totals())
@@ -660,6 +679,7 @@ class Sampler:
             totals.unattributed_j += unattributed * (delta / total) if total > 0 else 0.0
             totals.grams += delta * g_per_j
             totals.add_marginal(None if marginal_per_j is None else delta * marginal_per_j)
+            totals.add_market(None if market_per_j is None else delta * market_per_j)
         return total
 
     def run(self, stop: threading.Event, on_tick: Callable[[Snapshot], None] | None = None) -> None:
