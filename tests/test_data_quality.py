@@ -32,6 +32,7 @@ class ConstantCarbon:
     pue = 1.0
     wue_litres_per_kwh: float | None = None
     has_marginal = False
+    market = None
 
     def segments(self, signal: str, t0: float, t1: float) -> list[tuple[float, float]]:
         return [(t1 - t0, GRAMS_PER_KWH)]
@@ -49,6 +50,9 @@ class ConstantCarbon:
         return ()
 
     def forecasts(self) -> tuple[ForecastState, ...]:
+        return ()
+
+    def emission_factors(self) -> tuple[()]:
         return ()
 
 
