@@ -47,10 +47,15 @@ class _Totals:
     grams: float = 0.0
     marginal_grams: float | None = None
     embodied_grams: float = 0.0
+    market_grams: float | None = None
 
     def add_marginal(self, grams: float | None) -> None:
         if grams is not None:
             self.marginal_grams = (self.marginal_grams or 0.0) + grams
+
+    def add_market(self, grams: float | None) -> None:
+        if grams is not None:
+            self.market_grams = (self.market_grams or 0.0) + grams
 
     def dump(self) -> dict[str, float | None]:
         return {
@@ -59,15 +64,15 @@ class _Totals:
             "grams": self.grams,
             "marginal_grams": self.marginal_grams,
             "embodied_grams": self.embodied_grams,
+            "market_grams": self.market_grams,
         }
 
     @classmethod
     def load(cls, raw: Any) -> _Totals:
         if not isinstance(raw, dict):
             raise ValueError("totals must be an object")
-        values = {
-            k: raw.get(k) for k in ("energy_j", "unattributed_j", "grams", "marginal_grams", "embodied_grams")
-        }
+        names = ("energy_j", "unattributed_j", "grams", "marginal_grams", "embodied_grams", "market_grams")
+        values = {k: raw.get(k) for k in names}
         for key, value in values.items():
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float) or value < 0
@@ -79,6 +84,7 @@ class _Totals:
             float(values["grams"] or 0.0),
             None if values["marginal_grams"] is None else float(values["marginal_grams"]),
             float(values["embodied_grams"] or 0.0),
+            None if values["market_grams"] is None else float(values["market_grams"]),
         )
 
 
@@ -199,23 +205,24 @@ class Sampler:
         counters.duration_s = time.perf_counter() - started
         return result
 
-    def _factors(self, wall: float, dt: float) -> tuple[float, float | None]:
-        """Grams per joule during the interval just ended, average and marginal (PUE included)."""
+    def _factors(self, wall: float, dt: float) -> tuple[float, float | None, float | None]:
+        """Grams per joule during the interval just ended: average, marginal, market (PUE included)."""
         if self.carbon is None or dt <= 0 or self._last_wall is None:
-            return 0.0, None
+            return 0.0, None, None
         pue = self.carbon.pue
         average = operational_grams(1.0, self.carbon.segments("average", self._last_wall, wall), pue)
         marginal: float | None = None
         if self.carbon.has_marginal:
             segments = self.carbon.segments("marginal", self._last_wall, wall)
             marginal = operational_grams(1.0, segments, pue) if segments else None
-        return average, marginal
+        market = self.carbon.market
+        return average, marginal, None if market is None else market.grams(1.0, self._last_wall, wall, pue)
 
     def tick(self) -> Snapshot:
         started = time.perf_counter()
         now, wall = self.clock(), self.wall_clock()
         dt = 0.0 if self._last_now is None else max(0.0, now - self._last_now)
-        g_per_j, marginal_per_j = self._factors(wall, dt)
+        g_per_j, marginal_per_j, market_per_j = self._factors(wall, dt)
         att = self.attribution
         total_delta = 0.0
 
@@ -237,7 +244,7 @@ class Sampler:
                     key = _gpu_key(reading)
                     seen.add(key)
                     self._gpu_last[key] = reading
-                    total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j)
+                    total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j, market_per_j)
             for uuid, last in self._gpu_last.items():
                 if uuid not in seen:  # whole source failed: keep counters, mark the GPU down
                     self._gpu_last[uuid] = _down(last, "source failed")
@@ -250,6 +257,7 @@ class Sampler:
                         totals.grams,
                         totals.marginal_grams,
                         totals.embodied_grams,
+                        totals.market_grams,
                     )
                 )
 
@@ -263,10 +271,14 @@ class Sampler:
                 tracker = self._cpu_trackers.setdefault(c.package, EnergyTracker())
                 deltas[c.package] = tracker.update(now, c.energy_j, c.power_w)
                 self._cpu_last[c.package] = c
-            total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j)
+            total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j, market_per_j)
             for pkg, cpu_last in self._cpu_last.items():
                 t = self._cpu_totals.setdefault(pkg, _Totals())
-                cpu_states.append(CpuState(cpu_last, t.energy_j, t.unattributed_j, t.grams, t.marginal_grams))
+                cpu_states.append(
+                    CpuState(
+                        cpu_last, t.energy_j, t.unattributed_j, t.grams, t.marginal_grams, t.market_grams
+                    )
+                )
 
         carbon = self.carbon
         node = self._account_node(now, wall, total_delta) if self.node is not None else None
@@ -304,6 +316,7 @@ class Sampler:
             intensities=carbon.intensities() if carbon else (),
             providers=carbon.providers() if carbon else (),
             forecasts=carbon.forecasts() if carbon else (),
+            emission_factors=carbon.emission_factors() if carbon else (),
             pue=carbon.pue if carbon else 1.0,
             water_litres_total=self._water_litres,
             node_embodied_emissions_g_total=self._node_embodied,
@@ -350,7 +363,13 @@ class Sampler:
         )
 
     def _account_gpu(
-        self, reading: GpuReading, now: float, dt: float, g_per_j: float, marginal_per_j: float | None
+        self,
+        reading: GpuReading,
+        now: float,
+        dt: float,
+        g_per_j: float,
+        marginal_per_j: float | None,
+        market_per_j: float | None = None,
     ) -> float:
         key = _gpu_key(reading)
         totals = self._gpu_totals.setdefault(key, _Totals())
@@ -365,6 +384,7 @@ class Sampler:
         totals.energy_j += delta
         totals.grams += delta * g_per_j
         totals.add_marginal(marginal)
+        totals.add_market(None if market_per_j is None else delta * market_per_j)
         totals.embodied_grams += embodied
 
         att = self.attribution
@@ -393,11 +413,18 @@ class Sampler:
                 grams=joules * g_per_j,
                 marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
                 embodied_grams=embodied * frac,
+                market_grams=None if market_per_j is None else joules * market_per_j,
             )
         return delta
 
     def _account_cpu(
-        self, deltas: dict[str, float], now: float, dt: float, g_per_j: float, marginal_per_j: float | None
+        self,
+        deltas: dict[str, float],
+        now: float,
+        dt: float,
+        g_per_j: float,
+        marginal_per_j: float | None,
+        market_per_j: float | None = None,
     ) -> float:
         total = sum(deltas.values())
         unattributed = total
@@ -422,6 +449,7 @@ class Sampler:
                     now,
                     grams=joules * g_per_j,
                     marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
+                    market_grams=None if market_per_j is None else joules * market_per_j,
                 )
         for pkg, delta in deltas.items():
             totals = self._cpu_totals.setdefault(pkg, _Totals())
@@ -429,6 +457,7 @@ class Sampler:
             totals.unattributed_j += unattributed * (delta / total) if total > 0 else 0.0
             totals.grams += delta * g_per_j
             totals.add_marginal(None if marginal_per_j is None else delta * marginal_per_j)
+            totals.add_market(None if market_per_j is None else delta * market_per_j)
         return total
 
     def run(self, stop: threading.Event, on_tick: Callable[[Snapshot], None] | None = None) -> None:

@@ -65,7 +65,7 @@ def test_bool_flag_and_negation() -> None:
         ([], "sample:\n  interval: 5\n", {}, "sample.interval", "duration"),
         ([], "source:\n  gpu: tpu\n", {}, "source.gpu", "not one of"),
         ([], "source.gpu.simulated.count: 0\n", {}, "source.gpu.simulated.count", "at least 1"),
-        ([], "source.gpu.simulated.count: two\n", {}, "source.gpu.simulated.count", "invalid literal"),
+        ([], "source.gpu.simulated.count: two\n", {}, "source.gpu.simulated.count", "expected an integer"),
         ([], "sample: [1, 2\n", {}, "config.file", "not valid YAML"),
         ([], "- a\n- b\n", {}, "config.file", "must hold a mapping"),
         (["--sample.interval=5ms"], "", {}, "--sample.interval", "at least 10ms"),

@@ -108,6 +108,7 @@ class SteppedCarbon:
     pue = 1.0
     wue_litres_per_kwh: float | None = None
     has_marginal = False
+    market = None
 
     def segments(self, signal: str, t0: float, t1: float) -> list[tuple[float, float]]:
         step = 1050.0
@@ -130,6 +131,9 @@ class SteppedCarbon:
         return ()
 
     def forecasts(self) -> tuple[ForecastState, ...]:
+        return ()
+
+    def emission_factors(self) -> tuple[()]:
         return ()
 
 
