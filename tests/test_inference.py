@@ -34,6 +34,8 @@ SECONDS_PER_YEAR = 365.25 * 86400.0
 GRID_G_PER_KWH = 400.0
 PUE = 1.2
 G_PER_J = GRID_G_PER_KWH * PUE / 3.6e6
+# Market-based: a PPA covering half the node's consumption at 0 g/kWh, the supplier's 300 g/kWh for the rest.
+MARKET_G_PER_J = (0.5 * 0.0 + 0.5 * 300.0) * PUE / 3.6e6
 H100_KG, H100_LIFE_Y = 150.0, 4.0  # configured below, so the embodied truth does not lean on defaults
 EMBODIED_G_PER_S = H100_KG * 1000.0 / (H100_LIFE_Y * SECONDS_PER_YEAR)
 TOLERANCE = 0.02
@@ -213,6 +215,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "pue": PUE,
             "providers": [{"type": "static", "grams_per_kwh": GRID_G_PER_KWH}],
             "embodied": {"gpu": {"H100": {"kg": H100_KG, "life_years": H100_LIFE_Y}}},
+            "market": {
+                "instruments": [{"name": "wind-ppa", "share": 0.5, "grams_per_kwh": 0}],
+                "supplier_grams_per_kwh": 300,
+            },
         }
     }
     (tmp / "exporter.yml").write_text(yaml.safe_dump(config))
@@ -398,6 +404,11 @@ def test_figures_match_the_truth(stack: Stack) -> None:
         sci = (pod.gpu_watts * G_PER_J + EMBODIED_G_PER_S * sum(pod.gpu_share)) / tps
         check("namespace_pod:footprint_joules_per_token:rate5m", (pod.name,), joules)
         check("namespace_pod:footprint_grams_per_token:rate5m", (pod.name,), grams)
+        check(
+            "namespace_pod:footprint_market_grams_per_token:rate5m",
+            (pod.name,),
+            pod.gpu_watts * MARKET_G_PER_J / tps,
+        )
         check("namespace_pod:footprint_gpu_cpu_joules_per_token:rate5m", (pod.name,), joules)
         check("namespace_pod:footprint_sci_grams_per_token:rate5m", (pod.name,), sci)
         check(
@@ -463,5 +474,4 @@ def test_no_tokens_no_series(stack: Stack) -> None:
     ):
         got = values(stack, rule)
         assert got and all(0 < v < float("inf") for v in got.values()), (rule, got)
-    # Without market-based counters (no carbon.market) the market figure has no series at all.
-    assert values(stack, "namespace_pod:footprint_market_grams_per_token:rate5m") == {}
+    assert values(stack, f'namespace_pod:footprint_market_grams_per_token:rate5m{{pod="{idle}"}}') == {}
