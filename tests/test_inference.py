@@ -475,3 +475,105 @@ def test_no_tokens_no_series(stack: Stack) -> None:
         got = values(stack, rule)
         assert got and all(0 < v < float("inf") for v in got.values()), (rule, got)
     assert values(stack, f'namespace_pod:footprint_market_grams_per_token:rate5m{{pod="{idle}"}}') == {}
+
+
+def _camel_to_snake(relabel: dict[str, Any]) -> dict[str, Any]:
+    """A PodMonitor relabeling as the operator writes it into Prometheus' relabel_configs."""
+    names = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    return {names.get(k, k): v for k, v in relabel.items()}
+
+
+def test_the_documented_relabelling_labels_the_servers_series_with_namespace_and_pod(tmp_path: Path) -> None:
+    """deploy/examples: the plain-Prometheus job's relabel_configs and the PodMonitor's relabelings, run by
+    a real Prometheus on targets that carry what Kubernetes service discovery would give them.
+
+    Debian's Prometheus is built without the Kubernetes discovery, so the targets come from a file with the
+    same __meta_kubernetes_* labels instead; everything after discovery is the example as shipped.
+    """
+    plain = yaml.safe_load((ROOT / "deploy" / "examples" / "prometheus-inference-scrape.yml").read_text())
+    (job,) = plain["scrape_configs"]
+    assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
+    monitor = yaml.safe_load((ROOT / "deploy" / "examples" / "vllm-podmonitor.yaml").read_text())
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["kind"] == "PodMonitor"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["port"]
+
+    traffic = Traffic("meta-llama/Llama-3.1-8B-Instruct", 2.0, 100, 50)
+    annotated, monitored = FakeInferenceServer("vllm", traffic), FakeInferenceServer("vllm", traffic)
+    try:
+
+        def pod(name: str, address: str, container: str, **extra: str) -> dict[str, Any]:
+            labels = {
+                "__meta_kubernetes_namespace": "llm-serving",
+                "__meta_kubernetes_pod_name": name,
+                "__meta_kubernetes_pod_container_name": container,
+                "__meta_kubernetes_pod_phase": "Running",
+                **extra,
+            }
+            return {"targets": [address], "labels": labels}
+
+        port = str(annotated.port)
+        scrape = {"__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true"}
+        groups = [
+            # One pod, two containers with a port each: both become the annotated port, one target.
+            pod(
+                "vllm-0",
+                "127.0.0.1:1",
+                "vllm",
+                **scrape,
+                __meta_kubernetes_pod_annotation_prometheus_io_port=port,
+            ),
+            pod(
+                "vllm-0",
+                "127.0.0.1:2",
+                "proxy",
+                **scrape,
+                __meta_kubernetes_pod_annotation_prometheus_io_port=port,
+            ),
+            # Not annotated, and annotated but not running: not scraped.
+            pod("other-0", annotated.target, "app"),
+            pod("vllm-1", annotated.target, "vllm", **scrape, __meta_kubernetes_pod_phase="Pending"),
+        ]
+        (tmp_path / "plain.json").write_text(json.dumps(groups))
+        # What the operator gives a PodMonitor endpoint's target before the PodMonitor's own relabelings.
+        operator = [pod("vllm-2", monitored.target, "vllm")]
+        operator[0]["labels"]["container"] = "vllm"
+        (tmp_path / "operator.json").write_text(json.dumps(operator))
+        config = {
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [
+                {
+                    "job_name": job["job_name"],
+                    "file_sd_configs": [{"files": [str(tmp_path / "plain.json")]}],
+                    "relabel_configs": job["relabel_configs"],
+                },
+                {
+                    "job_name": "llm-serving/vllm",
+                    "metrics_path": endpoint["path"],
+                    "file_sd_configs": [{"files": [str(tmp_path / "operator.json")]}],
+                    "relabel_configs": [_camel_to_snake(r) for r in endpoint["relabelings"]],
+                },
+            ],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
+            deadline = time.monotonic() + 60
+            series: list[dict[str, Any]] = []
+            while time.monotonic() < deadline:
+                series = prom.query("vllm:generation_tokens_total")
+                if len(series) >= 2:
+                    break
+                time.sleep(0.5)
+            time.sleep(3)  # a few more scrapes: a duplicate target would show up by now
+            series = prom.query("vllm:generation_tokens_total")
+            targets = prom.get("/api/v1/targets")["activeTargets"]
+    finally:
+        annotated.close()
+        monitored.close()
+    by_pod = {s["metric"]["pod"]: s["metric"] for s in series}
+    assert sorted(by_pod) == ["vllm-0", "vllm-2"], series
+    for name, labels in by_pod.items():
+        assert labels["namespace"] == "llm-serving", name
+        assert labels["model_name"] == traffic.model and "container" not in labels, labels
+    assert by_pod["vllm-0"]["instance"] == annotated.target
+    assert len([t for t in targets if t["labels"]["job"] == "inference-servers"]) == 1
