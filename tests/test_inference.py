@@ -23,6 +23,12 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.attribution import AttributionPolicy
+from exporter.ledger import ProcessLedger
+from exporter.model import IntensityState
+from exporter.sampler import Attribution, Sampler
+from exporter.sources.replay import ReplayGpuSource
+from exporter.workload import WorkloadResolver
 from tests.exporter_proc import ExporterProcess, start_exporter
 from tests.fake_inference import FakeInferenceServer, Traffic
 from tests.prom_procs import RunningServer, prometheus
@@ -92,9 +98,6 @@ PODS = {
         [1.0],
     ),
 }
-
-pytestmark = pytest.mark.integration
-
 
 def _cgroup(uid: str, container: int) -> str:
     slice_uid = uid.replace("-", "_")
@@ -378,6 +381,7 @@ def within(got: float, truth: float) -> bool:
     return abs(got - truth) <= TOLERANCE * abs(truth)
 
 
+@pytest.mark.integration
 def test_figures_match_the_truth(stack: Stack) -> None:
     """Joules, grams and SCI per token and per request, per pod and per model, within 2% of the truth.
 
@@ -452,6 +456,7 @@ def test_figures_match_the_truth(stack: Stack) -> None:
     assert not [line for line in report if line.startswith("BAD")], "\n".join(report)
 
 
+@pytest.mark.integration
 def test_no_tokens_no_series(stack: Stack) -> None:
     """The idle pod: its token rate is 0, and no per-token or per-request figure exists (not 0, Inf, NaN)."""
     wait_ready(stack)
@@ -483,6 +488,7 @@ def _camel_to_snake(relabel: dict[str, Any]) -> dict[str, Any]:
     return {names.get(k, k): v for k, v in relabel.items()}
 
 
+@pytest.mark.integration
 def test_the_documented_relabelling_labels_the_servers_series_with_namespace_and_pod(tmp_path: Path) -> None:
     """deploy/examples: the plain-Prometheus job's relabel_configs and the PodMonitor's relabelings, run by
     a real Prometheus on targets that carry what Kubernetes service discovery would give them.
@@ -577,3 +583,88 @@ def test_the_documented_relabelling_labels_the_servers_series_with_namespace_and
         assert labels["model_name"] == traffic.model and "container" not in labels, labels
     assert by_pod["vllm-0"]["instance"] == annotated.target
     assert len([t for t in targets if t["labels"]["job"] == "inference-servers"]) == 1
+
+
+class _ConstantCarbon:
+    """A carbon service at 400 g/kWh whose GPUs each carry 1 g of embodied carbon per second."""
+
+    pue = 1.0
+    wue_litres_per_kwh: float | None = None
+    has_marginal = False
+    market = None
+
+    def segments(self, signal: str, t0: float, t1: float) -> list[tuple[float, float]]:
+        return [(t1 - t0, 400.0)]
+
+    def gpu_embodied_grams_per_second(self, name: str) -> float:
+        return 1.0
+
+    def node_embodied_grams_per_second(self) -> float | None:
+        return None
+
+    def intensities(self) -> tuple[IntensityState, ...]:
+        return (IntensityState("DE", "static", "average", 400.0, 0.0),)
+
+    def providers(self) -> tuple[()]:
+        return ()
+
+    def forecasts(self) -> tuple[()]:
+        return ()
+
+    def emission_factors(self) -> tuple[()]:
+        return ()
+
+
+@pytest.mark.parametrize("policy", ["proportional", "idle-baseline"])
+def test_sci_embodied_share_is_time_held_times_attribution_share(tmp_path: Path, policy: str) -> None:
+    """M in the SCI rules is footprint_process_gpu_embodied_emissions_grams_total summed over the pod.
+
+    Pinned here what docs/inference.md says it is: a GPU's embodied carbon per second (TE / EL), charged
+    only while the process holds the GPU (TiR), times the process's share of the energy attributed in
+    that interval (RR / ToR): all of it for a process alone on its GPU, 3:1 for two processes at 60% and
+    20% SM. Under idle-baseline, the share of the idle energy stays with the GPU, and so does its share
+    of the embodied carbon.
+    """
+    lines = []
+    for k in range(61):
+        alone = [{"pid": 1, "comm": "vllm", "sm_util": 0.8}]
+        shared = [{"pid": 2, "comm": "sglang", "sm_util": 0.6}, {"pid": 3, "comm": "tgi", "sm_util": 0.2}]
+        leaves = [{"pid": 4, "comm": "vllm", "sm_util": 0.5}] if k < 30 else []
+        gpus = [
+            {
+                "index": i,
+                "uuid": f"GPU-{i}",
+                "name": "NVIDIA H100",
+                "power_w": 300.0,
+                "energy_j": 300.0 * k,
+                "processes": p,
+            }
+            for i, p in enumerate((alone, shared, leaves))
+        ]
+        lines.append(json.dumps({"t": float(k), "gpus": gpus}))
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
+    clock = [0.0]
+    sampler = Sampler(
+        ReplayGpuSource(str(tmp_path / "t.jsonl")),
+        None,
+        carbon=_ConstantCarbon(),  # type: ignore[arg-type]
+        attribution=Attribution(
+            policy=AttributionPolicy(policy, idle_watts=100.0 if policy == "idle-baseline" else None),
+            resolver=WorkloadResolver(str(tmp_path / "noproc")),
+            gpu_ledger=ProcessLedger("pid", 500, 600.0),
+            cpu_ledger=ProcessLedger("pid", 500, 600.0),
+        ),
+        clock=lambda: clock[0],
+        wall_clock=lambda: 1000.0 + clock[0],
+    )
+    while clock[0] <= 60.0:
+        sampler.tick()
+        clock[0] += 0.5
+    gpu = {g.reading.index: g.embodied_emissions_g_total for g in sampler.snapshot.gpus}
+    proc = {p.pid: p.embodied_emissions_g_total for p in sampler.snapshot.gpu_processes}
+    assert gpu[0] == pytest.approx(60.0)  # 1 g/s for the 60 s the GPU was watched
+    held = 1.0 if policy == "proportional" else (300.0 - 100.0) / 300.0  # the attributed share of the energy
+    assert proc["1"] == pytest.approx(held * gpu[0], rel=1e-9)
+    assert proc["2"] == pytest.approx(0.75 * held * gpu[1], rel=1e-9)
+    assert proc["3"] == pytest.approx(0.25 * held * gpu[1], rel=1e-9)
+    assert proc["4"] == pytest.approx(held * 30.0, rel=0.02)  # held the GPU for the first 30 s only
