@@ -79,7 +79,9 @@ def build_gpu_source(cfg: Config) -> GpuSource | None:
     from exporter.sources.nvml import NvmlGpuSource
 
     try:
-        return NvmlGpuSource(procfs_root=cfg["path.procfs"])
+        return NvmlGpuSource(
+            procfs_root=cfg["path.procfs"], nvml_sample_period_s=cfg["attribution.nvml-sample-period"]
+        )
     except SourceUnavailable as exc:
         if mode == "nvml":
             raise SourceUnavailable(exc.kind, f"source.gpu: {exc}") from None
@@ -172,7 +174,7 @@ def build_node_poller(cfg: Config) -> NodePoller | None:
 
 
 def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
-    from exporter.attribution import AttributionPolicy
+    from exporter.attribution import AttributionPolicy, CpuIdlePolicy
     from exporter.ledger import ProcessLedger
     from exporter.sources.processes import ProcessCpuTimes
     from exporter.workload import WorkloadResolver, kubelet_pod_lister
@@ -194,6 +196,11 @@ def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
         gpu_ledger=ledger(),
         cpu_ledger=ledger(),
         cpu_times=ProcessCpuTimes(cfg["path.procfs"]) if cfg["attribution.cpu"] else None,
+        cpu_idle=CpuIdlePolicy(
+            cfg["attribution.cpu-idle"],
+            cfg["attribution.cpu-package-idle-watts"],
+            cfg["attribution.cpu-dram-idle-watts"],
+        ),
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from exporter.attribution import MAX_NVML_SAMPLE_PERIOD_S
 from exporter.durations import format_duration, parse_duration
 from exporter.errors import ConfigError, shorten, shown
 from exporter.yaml_input import read_yaml
@@ -234,6 +235,40 @@ FLAGS: tuple[Flag, ...] = (
         maximum=7 * 86400.0,
     ),
     Flag("attribution.cpu", "bool", True, "Attribute CPU energy to processes by their CPU time."),
+    Flag(
+        "attribution.cpu-idle",
+        "choice",
+        "unattributed",
+        "CPU idle power (per package and DRAM domain): unattributed (kept at node level; only the "
+        "active power above it is split by CPU time) or spread (split by CPU time too).",
+        ("unattributed", "spread"),
+    ),
+    Flag(
+        "attribution.cpu-package-idle-watts",
+        "float",
+        None,
+        "Idle power of each CPU package (RAPL package domain) in watts (default: learned per package).",
+        minimum=0,
+        maximum=2000,
+    ),
+    Flag(
+        "attribution.cpu-dram-idle-watts",
+        "float",
+        None,
+        "Idle power of each DRAM domain in watts (default: learned per domain).",
+        minimum=0,
+        maximum=2000,
+    ),
+    Flag(
+        "attribution.nvml-sample-period",
+        "duration",
+        None,
+        "NVML's per-process utilisation sampling period: the spacing of the driver's sampling moments, "
+        "which tells GPU attribution which moments passed without a sample, i.e. idle (default: learned "
+        "from NVML's sample timestamps, 1s until then).",
+        minimum=0.01,
+        maximum=MAX_NVML_SAMPLE_PERIOD_S,
+    ),
     Flag(
         "kubernetes.node-name",
         "str",

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 class GpuProcessSample:
     """A process holding a GPU, as a source saw it during one read.
 
-    ``sm_util`` is the process' SM utilisation (0-1) averaged over the samples newer than the
-    previous read, or None when the source has no per-process utilisation (then attribution splits
-    equally). ``cgroup`` is the process' cgroup path when the source knows it (replay traces carry
-    it); live sources leave it None and the workload resolver reads /proc.
+    ``sm_util`` is the process' SM utilisation (0-1) to weigh it by in this interval (from NVML:
+    see attribution.UtilisationWindow), or None when no process on the GPU has any (then
+    attribution splits equally). ``cgroup`` is the process' cgroup path when the source knows it
+    (replay traces carry it); live sources leave it None and the workload resolver reads /proc.
     """
 
     pid: int

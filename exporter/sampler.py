@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.attribution import (
     AttributionPolicy,
+    CpuIdleLearner,
+    CpuIdlePolicy,
     IdleBaselineLearner,
     attribute_cpu_energy,
     attribute_gpu_energy,
@@ -98,6 +100,8 @@ class Attribution:
     cpu_ledger: ProcessLedger
     cpu_times: ProcessCpuTimes | None = None
     learners: dict[str, IdleBaselineLearner] = field(default_factory=dict)
+    cpu_idle: CpuIdlePolicy = field(default_factory=CpuIdlePolicy)
+    cpu_learners: dict[str, CpuIdleLearner] = field(default_factory=dict)
 
 
 @dataclass
@@ -426,39 +430,74 @@ class Sampler:
         marginal_per_j: float | None,
         market_per_j: float | None = None,
     ) -> float:
-        total = sum(deltas.values())
-        unattributed = total
+        unattributed = dict(deltas)
         att = self.attribution
-        if att is not None and att.cpu_times is not None and dt > 0:
+        if att is not None and att.cpu_times is not None:
+            # Read on every tick, the first too: the first read is the baseline of the second interval.
             usage, busy = att.cpu_times.read()
-            keys = list(usage)
-            shares, unattributed = attribute_cpu_energy(total, [usage[k][0] for k in keys], busy)
-            for (pid, start), joules in zip(keys, shares, strict=True):
-                if joules <= 0:
-                    continue
-                _, comm, user = usage[(pid, start)]
-                workload = att.resolver.resolve(pid, start, comm, user)
-                att.cpu_ledger.add(
-                    "",
-                    "",
-                    pid,
-                    start,
-                    workload,
-                    joules,
-                    dt,
-                    now,
-                    grams=joules * g_per_j,
-                    marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
-                    market_grams=None if market_per_j is None else joules * market_per_j,
+            if dt > 0:
+                unattributed = self._attribute_cpu(
+                    att, deltas, usage, busy, now, dt, g_per_j, marginal_per_j, market_per_j
                 )
         for pkg, delta in deltas.items():
             totals = self._cpu_totals.setdefault(pkg, _Totals())
             totals.energy_j += delta
-            totals.unattributed_j += unattributed * (delta / total) if total > 0 else 0.0
+            totals.unattributed_j += unattributed[pkg]
             totals.grams += delta * g_per_j
             totals.add_marginal(None if marginal_per_j is None else delta * marginal_per_j)
             totals.add_market(None if market_per_j is None else delta * market_per_j)
-        return total
+        return sum(deltas.values())
+
+    def _attribute_cpu(
+        self,
+        att: Attribution,
+        deltas: dict[str, float],
+        usage: dict[tuple[int, float], tuple[float, str, str]],
+        busy: float,
+        now: float,
+        dt: float,
+        g_per_j: float,
+        marginal_per_j: float | None,
+        market_per_j: float | None,
+    ) -> dict[str, float]:
+        """Each domain (package, DRAM) on its own: only its active part is split by CPU time."""
+        keys = list(usage)
+        cpu_seconds = [usage[k][0] for k in keys]
+        cpus = att.cpu_times.cpu_count if att.cpu_times is not None else 0
+        utilisation = busy / (dt * cpus) if cpus > 0 else 0.0
+        spread = att.cpu_idle.mode == "spread"
+        joules = [0.0] * len(keys)
+        unattributed: dict[str, float] = {}
+        for pkg, delta in deltas.items():
+            learner = att.cpu_learners.setdefault(pkg, CpuIdleLearner())
+            learner.observe(utilisation, delta / dt)
+            idle_w = att.cpu_idle.configured_watts(pkg)
+            if idle_w is None:
+                idle_w = learner.value
+            shares, unattributed[pkg] = attribute_cpu_energy(
+                delta, cpu_seconds, busy, (idle_w or 0.0) * dt, spread
+            )
+            for i, share in enumerate(shares):
+                joules[i] += share
+        for (pid, start), share in zip(keys, joules, strict=True):
+            if share <= 0:
+                continue
+            _, comm, user = usage[(pid, start)]
+            workload = att.resolver.resolve(pid, start, comm, user)
+            att.cpu_ledger.add(
+                "",
+                "",
+                pid,
+                start,
+                workload,
+                share,
+                dt,
+                now,
+                grams=share * g_per_j,
+                marginal_grams=None if marginal_per_j is None else share * marginal_per_j,
+                market_grams=None if market_per_j is None else share * market_per_j,
+            )
+        return unattributed
 
     def run(self, stop: threading.Event, on_tick: Callable[[Snapshot], None] | None = None) -> None:
         """Tick at a fixed rate until ``stop`` is set; a tick that fails is logged and the next one runs."""
