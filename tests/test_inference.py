@@ -99,6 +99,7 @@ PODS = {
     ),
 }
 
+
 def _cgroup(uid: str, container: int) -> str:
     slice_uid = uid.replace("-", "_")
     return (
