@@ -25,12 +25,13 @@ def rules_of(path: Path) -> list[dict[str, object]]:
     return [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
 
 
-def test_the_three_rule_files_exist() -> None:
+def test_the_five_rule_files_exist() -> None:
     assert [p.name for p in RULE_FILES] == [
         "alerts.yml",
         "budgets.rules.yml",
         "deployment.rules.yml",
         "footprint.rules.yml",
+        "inference.rules.yml",
     ]
 
 
@@ -107,7 +108,7 @@ def test_every_recording_rule_and_alert_has_a_promtool_test() -> None:
     tested = "\n".join(p.read_text() for p in TEST_FILES)
     records = {str(r["record"]) for p in RULE_FILES for r in rules_of(p) if "record" in r}
     alerts = {str(r["alert"]) for p in RULE_FILES for r in rules_of(p) if "alert" in r}
-    assert len(records) > 80 and len(alerts) == 15
+    assert len(records) > 80 and len(alerts) == 18
     assert sorted(r for r in records if r not in tested) == []
     fired = set(re.findall(r"alertname: (\w+)", tested))
     assert sorted(alerts - fired) == []
