@@ -299,10 +299,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "kubernetes.pod-lookup",
         "choice",
-        "apiserver",
+        "auto",
         "Where pod names and namespaces come from: apiserver (list and watch this node's pods), "
-        "kubelet (GET /pods on the node's kubelet), none.",
-        ("apiserver", "kubelet", "none"),
+        "kubelet (GET /pods on the node's kubelet), none; auto: kubelet when --kubernetes.kubelet-url "
+        "is given, else apiserver.",
+        ("auto", "apiserver", "kubelet", "none"),
     ),
     Flag(
         "kubernetes.apiserver-url",

@@ -60,6 +60,9 @@ def build_pod_identity(cfg: Config, simulated_pods: PodLister | None = None) -> 
     if not node:
         return identity
     mode = cfg["kubernetes.pod-lookup"]
+    if mode == "auto":
+        # Naming a kubelet is asking for it; otherwise the API server, which needs no kubelet authz.
+        mode = "kubelet" if cfg["kubernetes.kubelet-url"] else "apiserver"
     token, ca = cfg["kubernetes.token-file"], cfg["kubernetes.ca-file"]
     if mode == "apiserver":
         url = cfg["kubernetes.apiserver-url"] or in_cluster_url()

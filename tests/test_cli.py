@@ -288,3 +288,21 @@ def test_gpus_on_the_pci_bus_come_from_path_sysfs_and_a_directory_state_path_is_
     assert any(
         "cannot save state" in x and "err=" not in x and "Is a directory" in x for x in log.splitlines()
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "lookup"),
+    [
+        (["--kubernetes.node-name=n1"], "apiserver"),
+        (["--kubernetes.node-name=n1", "--kubernetes.kubelet-url=https://10.0.0.5:10250"], "kubelet"),
+        (["--kubernetes.node-name=n1", "--kubernetes.pod-lookup=none"], None),
+        (["--kubernetes.pod-lookup=apiserver"], None),  # no node name: no lookup at all
+    ],
+)
+def test_pod_lookup_auto_follows_a_given_kubelet_url(args: list[str], lookup: str | None) -> None:
+    from exporter.config import load_config
+    from exporter.podidentity import build_pod_identity
+
+    identity = build_pod_identity(load_config([*args, "--kubernetes.pod-resources-socket="], environ={}))
+    assert [h.lookup for h in identity.healths] == ([lookup] if lookup else [])
+    assert identity.allocations is None  # the socket was turned off with ""
