@@ -248,6 +248,25 @@ def attribute_cpu_energy(
     return _split(energy_j, energy_j - idle, weights, denominator)
 
 
+def spread_unmetered(
+    unmetered_j: float, process_j: Sequence[float], component_j: float
+) -> tuple[list[float], float]:
+    """Split a node interval's unmetered energy by each process's share of the metered energy.
+
+    ``process_j`` is the GPU + CPU energy each process was charged over the node interval's span, and
+    ``component_j`` the GPU + CPU + DRAM energy measured over the same span (what the processes got
+    plus what stayed unattributed: idle GPUs, CPU idle power, DRAM). A process gets
+    ``unmetered x its joules / component joules``; the rest, the share of the metered energy that no
+    process was charged, stays with no process, so the two add up to ``unmetered_j`` exactly (as
+    ``_split`` makes them). Should the processes' joules add up to more than the components' (they
+    are summed in another order), their sum is the denominator: nothing is ever over-attributed.
+    """
+    _check_energy(unmetered_j)
+    weights = [_activity(j) for j in process_j]
+    denominator = max(_activity(component_j), math.fsum(weights))
+    return _split(unmetered_j, unmetered_j, weights, denominator)
+
+
 CPU_IDLE_MODES = ("unattributed", "spread")
 
 

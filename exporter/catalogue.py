@@ -140,6 +140,22 @@ _SPECS = [
         "process",
     ),
     MetricSpec(
+        "footprint_process_node_unmetered_energy_joules_total",
+        "counter",
+        WORKLOAD,
+        "The process's share of the unmetered node energy in joules, by its share of the GPU + CPU energy "
+        "of each node interval (only with --attribution.node-unmetered=spread and a node source).",
+        "process",
+    ),
+    MetricSpec(
+        "footprint_process_node_unmetered_emissions_grams_total",
+        "counter",
+        WORKLOAD,
+        "Operational CO2e in grams (average signal, PUE included) of the process's share of the unmetered "
+        "node energy (only with --attribution.node-unmetered=spread).",
+        "process",
+    ),
+    MetricSpec(
         "footprint_cpu_unattributed_energy_joules_total",
         "counter",
         ("package",),
@@ -183,7 +199,16 @@ _SPECS = [
         "counter",
         (),
         "Node energy in joules not covered by the GPU, CPU and DRAM readings of the same time (fans, NICs, "
-        "storage, power supply losses); node level, attributed to no workload.",
+        "storage, power supply losses); node level (with --attribution.node-unmetered=spread also shared "
+        "out in footprint_process_node_unmetered_energy_joules_total).",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_unmetered_unattributed_energy_joules_total",
+        "counter",
+        (),
+        "The part of the unmetered node energy in joules charged to no process (only with "
+        "--attribution.node-unmetered=spread): processes' shares + this = unmetered.",
         "node",
     ),
     MetricSpec(

@@ -222,6 +222,10 @@ def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
         pods = kubelet_pod_lister(url, cfg["kubernetes.token-file"], cfg["kubernetes.ca-file"])
     policy = AttributionPolicy(kind=cfg["attribution.policy"], idle_watts=cfg["attribution.idle-watts"])
 
+    spread = cfg["attribution.node-unmetered"] == "spread"
+    if spread and cfg["source.node"] == "none":
+        log.warning("--attribution.node-unmetered=spread has nothing to spread without --source.node")
+
     def ledger() -> ProcessLedger:
         return ProcessLedger(
             cfg["attribution.group-by"], cfg["attribution.max-series"], cfg["attribution.retention"]
@@ -238,6 +242,7 @@ def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
             cfg["attribution.cpu-package-idle-watts"],
             cfg["attribution.cpu-dram-idle-watts"],
         ),
+        node_ledger=ledger() if spread else None,
     )
 
 

@@ -62,6 +62,12 @@ def _add_node(f: _Families, node: NodeState) -> None:
             f.add("footprint_node_power_watts", method, node.power_w)
         f.add("footprint_node_energy_joules_total", method, node.energy_j_total)
         f.add("footprint_node_unmetered_energy_joules_total", [], node.unmetered_energy_j_total)
+        if node.unmetered_unattributed_j_total is not None:
+            f.add(
+                "footprint_node_unmetered_unattributed_energy_joules_total",
+                [],
+                node.unmetered_unattributed_j_total,
+            )
         if node.emissions_g_total is not None and node.unmetered_emissions_g_total is not None:
             f.add("footprint_node_emissions_grams_total", method, node.emissions_g_total)
             f.add("footprint_node_unmetered_emissions_grams_total", [], node.unmetered_emissions_g_total)
@@ -143,6 +149,12 @@ class SnapshotCollector(Collector):
                 f.add(
                     "footprint_process_cpu_market_emissions_grams_total", labels, p.market_emissions_g_total
                 )
+
+        for p in snap.node_processes:
+            labels = _workload_labels(p)
+            f.add("footprint_process_node_unmetered_energy_joules_total", labels, p.energy_j_total)
+            if snap.intensities:
+                f.add("footprint_process_node_unmetered_emissions_grams_total", labels, p.emissions_g_total)
 
         for c in snap.cpus:
             cr = c.reading

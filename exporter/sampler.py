@@ -30,8 +30,9 @@ from exporter.model import (
     RejectedReadings,
     Snapshot,
     SourceStatus,
+    Workload,
 )
-from exporter.node_power import NodeAccount
+from exporter.node_power import NodeAccount, NodeInterval
 from exporter.plausibility import MAX_DEVICE_WATTS, max_power_w, screen_cpu_reading, screen_gpu_reading
 
 if TYPE_CHECKING:
@@ -48,7 +49,10 @@ log = logging.getLogger(__name__)
 Factors = tuple[float, float | None, float | None]
 
 # Where dump_state() puts the per-process ledgers (the bulk of a state file).
-PROCESS_STATE_KEYS = ("gpu_processes", "cpu_processes")
+PROCESS_STATE_KEYS = ("gpu_processes", "cpu_processes", "node_processes")
+
+# A process as the unmetered node energy is spread over it: pid, start time and its workload.
+SpreadKey = tuple[int, float | None, Workload]
 
 
 @dataclass(slots=True)
@@ -114,6 +118,9 @@ class Attribution:
     learners: dict[str, IdleBaselineLearner] = field(default_factory=dict)
     cpu_idle: CpuIdlePolicy = field(default_factory=CpuIdlePolicy)
     cpu_learners: dict[str, CpuIdleLearner] = field(default_factory=dict)
+    # --attribution.node-unmetered=spread: where each process's share of the unmetered node energy
+    # goes (None: it stays at node level).
+    node_ledger: ProcessLedger | None = None
 
 
 @dataclass
@@ -191,7 +198,12 @@ class Sampler:
         self._sources: dict[str, _SourceCounters] = {}
         self.node = node
         # The components' ticks are kept long enough to cover a node interval that spans a few failed polls.
-        self._node = NodeAccount(keep_s=max(120.0, 5 * node.interval_s)) if node is not None else None
+        spread = attribution is not None and attribution.node_ledger is not None
+        self._node: NodeAccount[SpreadKey] | None = (
+            NodeAccount(keep_s=max(120.0, 5 * node.interval_s), spread=spread) if node is not None else None
+        )
+        # With the unmetered energy spread: what each process was charged during the current tick.
+        self._tick_charges: dict[SpreadKey, float] | None = None
         self._last_now: float | None = None
         self._last_wall: float | None = None
         self._samples = 0
@@ -218,9 +230,9 @@ class Sampler:
         }
         att = self.attribution
         if att is not None:
-            gpu_key, cpu_key = PROCESS_STATE_KEYS
-            data[gpu_key] = att.gpu_ledger.dump()
-            data[cpu_key] = att.cpu_ledger.dump()
+            for name, ledger in zip(PROCESS_STATE_KEYS, _ledgers(att), strict=True):
+                if ledger is not None:
+                    data[name] = ledger.dump()
         return data
 
     def restore_state(self, data: Any) -> None:
@@ -236,8 +248,8 @@ class Sampler:
         ledgers: list[tuple[ProcessLedger, Any]] = []
         att = self.attribution
         if att is not None:
-            for name, ledger in zip(PROCESS_STATE_KEYS, (att.gpu_ledger, att.cpu_ledger), strict=True):
-                if data.get(name) is not None:
+            for name, ledger in zip(PROCESS_STATE_KEYS, _ledgers(att), strict=True):
+                if ledger is not None and data.get(name) is not None:
                     ledger.check(data[name])
                     ledgers.append((ledger, data[name]))
         if self._node is not None and data.get("node") is not None:
@@ -309,6 +321,7 @@ class Sampler:
         g_per_j, marginal_per_j, market_per_j = factors
         att = self.attribution
         total_delta = 0.0
+        self._tick_charges = {} if att is not None and att.node_ledger is not None else None
 
         gpu_states: list[GpuState] = []
         if self.gpu_source is not None:
@@ -383,11 +396,16 @@ class Sampler:
         gpu_procs: tuple[ProcessState, ...] = ()
         cpu_procs: tuple[ProcessState, ...] = ()
         folded = 0
+        node_procs: tuple[ProcessState, ...] = ()
         if att is not None:
             att.gpu_ledger.end_interval(now)
             att.cpu_ledger.end_interval(now)
             gpu_procs, cpu_procs = att.gpu_ledger.states(now), att.cpu_ledger.states(now)
             folded = att.gpu_ledger.folded_total + att.cpu_ledger.folded_total
+            if att.node_ledger is not None:
+                att.node_ledger.end_interval(now)
+                node_procs = att.node_ledger.states(now)
+                folded += att.node_ledger.folded_total
 
         self._refresh_pci(now)
         if self._rejected and not self._rejected_states:
@@ -406,6 +424,7 @@ class Sampler:
             gpu_processes=gpu_procs,
             cpus=tuple(cpu_states),
             cpu_processes=cpu_procs,
+            node_processes=node_procs,
             sources=tuple(c.status(n) for n, c in self._sources.items())
             + ((self.node.status(),) if self.node is not None else ()),
             intensities=carbon.intensities() if carbon else (),
@@ -436,13 +455,15 @@ class Sampler:
         assert self.node is not None and self._node is not None
         account, carbon = self._node, self.carbon
         complete = all(c.up for c in self._sources.values()) and all(r.up for r in self._gpu_last.values())
-        account.components(now, component_j, complete)
+        account.components(now, component_j, complete, self._tick_charges)
         for interval in self.node.drain(until=now):
             grams_per_j = 0.0
             if carbon is not None:
                 span = carbon.segments("average", wall - (now - interval.t0), wall - (now - interval.t1))
                 grams_per_j = operational_grams(1.0, span, carbon.pue)
             unmetered = account.add(interval, grams_per_j)
+            if account.spread:
+                self._spread_unmetered(interval, unmetered, now, grams_per_j)
             if carbon is not None and carbon.wue_litres_per_kwh is not None and unmetered > 0:
                 litres = water_litres(unmetered, carbon.wue_litres_per_kwh, carbon.pue)
                 self._water_litres = (self._water_litres or 0.0) + litres
@@ -455,10 +476,40 @@ class Sampler:
             unmetered_energy_j_total=account.unmetered_j,
             emissions_g_total=account.grams if carbon is not None else None,
             unmetered_emissions_g_total=account.unmetered_grams if carbon is not None else None,
+            unmetered_unattributed_j_total=account.unmetered_unattributed_j if account.spread else None,
             below_components_total=account.below_components,
             gaps_total=account.not_compared,
             parts=self.node.parts(),
         )
+
+    def _spread_unmetered(
+        self, interval: NodeInterval, unmetered: float, now: float, grams_per_j: float
+    ) -> None:
+        """--attribution.node-unmetered=spread: charge the processes their share of an interval's
+        unmetered energy, and of its emissions (the interval's own intensity)."""
+        assert self._node is not None and self.attribution is not None
+        ledger = self.attribution.node_ledger
+        assert ledger is not None
+        parts, _ = self._node.split(interval, unmetered)
+        for (pid, start, workload), joules in parts:
+            ledger.add(
+                "",
+                "",
+                pid,
+                start,
+                workload,
+                joules,
+                interval.t1 - interval.t0,
+                now,
+                grams=joules * grams_per_j,
+            )
+
+    def _charged(self, pid: int, start: float | None, workload: Workload, joules: float) -> None:
+        """With the unmetered energy spread: what a process was charged this tick (GPU and CPU alike)."""
+        charges = self._tick_charges
+        if charges is not None and joules > 0:
+            key = (pid, start, workload)
+            charges[key] = charges.get(key, 0.0) + joules
 
     def _refresh_pci(self, now: float) -> None:
         """Count the NVIDIA GPUs on the PCI bus now and then (GPUs are rarely hot-plugged)."""
@@ -621,6 +672,7 @@ class Sampler:
                     embodied_grams=embodied * frac,
                     market_grams=None if market_per_j is None else joules * market_per_j,
                 )
+                self._charged(proc.pid, proc.start_time, workload, joules)
         return delta
 
     # --- CPUs ---
@@ -719,6 +771,7 @@ class Sampler:
                 marginal_grams=None if marginal_per_j is None else share * marginal_per_j,
                 market_grams=None if market_per_j is None else share * market_per_j,
             )
+            self._charged(pid, start, workload, share)
         return unattributed
 
     def run(self, stop: threading.Event, on_tick: Callable[[Snapshot], None] | None = None) -> None:
@@ -737,6 +790,11 @@ class Sampler:
                 next_at = self.clock()
                 delay = 0
             stop.wait(delay)
+
+
+def _ledgers(att: Attribution) -> tuple[ProcessLedger | None, ...]:
+    """The attribution's ledgers in PROCESS_STATE_KEYS order (None where not kept)."""
+    return att.gpu_ledger, att.cpu_ledger, att.node_ledger
 
 
 def _gpu_key(reading: GpuReading) -> str:
