@@ -156,6 +156,14 @@ _SPECS = [
         "process",
     ),
     MetricSpec(
+        "footprint_process_node_unmetered_market_emissions_grams_total",
+        "counter",
+        WORKLOAD,
+        "Market-based Scope 2 CO2e in grams of the process's share of the unmetered node energy (only with "
+        "--attribution.node-unmetered=spread and carbon.market).",
+        "process",
+    ),
+    MetricSpec(
         "footprint_cpu_unattributed_energy_joules_total",
         "counter",
         ("package",),
@@ -224,6 +232,22 @@ _SPECS = [
         (),
         "Operational CO2e in grams of the unmetered node energy (average signal, PUE included); GPU + CPU + "
         "unmetered emissions are the node's.",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_market_emissions_grams_total",
+        "counter",
+        ("method",),
+        "Market-based Scope 2 CO2e in grams of the whole node's energy from the BMC (carbon.market: "
+        "instruments, supplier factor, residual mix; PUE included; only with carbon.market).",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_unmetered_market_emissions_grams_total",
+        "counter",
+        (),
+        "Market-based Scope 2 CO2e in grams of the unmetered node energy (only with carbon.market); GPU + "
+        "CPU + unmetered market-based emissions are the node's.",
         "node",
     ),
     MetricSpec(

@@ -71,6 +71,13 @@ def _add_node(f: _Families, node: NodeState) -> None:
         if node.emissions_g_total is not None and node.unmetered_emissions_g_total is not None:
             f.add("footprint_node_emissions_grams_total", method, node.emissions_g_total)
             f.add("footprint_node_unmetered_emissions_grams_total", [], node.unmetered_emissions_g_total)
+        if node.market_emissions_g_total is not None and node.unmetered_market_emissions_g_total is not None:
+            f.add("footprint_node_market_emissions_grams_total", method, node.market_emissions_g_total)
+            f.add(
+                "footprint_node_unmetered_market_emissions_grams_total",
+                [],
+                node.unmetered_market_emissions_g_total,
+            )
         for part in node.parts:
             f.add("footprint_node_reading_info", [node.method, part], 1)
     f.add("footprint_node_data_quality_errors_total", ["below_components"], node.below_components_total)
@@ -155,6 +162,12 @@ class SnapshotCollector(Collector):
             f.add("footprint_process_node_unmetered_energy_joules_total", labels, p.energy_j_total)
             if snap.intensities:
                 f.add("footprint_process_node_unmetered_emissions_grams_total", labels, p.emissions_g_total)
+            if p.market_emissions_g_total is not None:
+                f.add(
+                    "footprint_process_node_unmetered_market_emissions_grams_total",
+                    labels,
+                    p.market_emissions_g_total,
+                )
 
         for c in snap.cpus:
             cr = c.reading

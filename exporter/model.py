@@ -276,3 +276,6 @@ class NodeState:
     # With --attribution.node-unmetered=spread: the unmetered energy charged to no process (None: not
     # spread, all of it is node level).
     unmetered_unattributed_j_total: float | None = None
+    # Market-based Scope 2 of the node's energy and of its unmetered part (only with carbon.market).
+    market_emissions_g_total: float | None = None
+    unmetered_market_emissions_g_total: float | None = None

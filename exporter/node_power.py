@@ -268,6 +268,9 @@ class NodeAccount(Generic[K]):
         self.unmetered_j = 0.0
         self.grams = 0.0
         self.unmetered_grams = 0.0
+        # Market-based (carbon.market): None until an interval is accounted with a market factor.
+        self.market_grams: float | None = None
+        self.unmetered_market_grams: float | None = None
         # The part of the unmetered energy charged to no process: all of it unless ``spread``.
         self.unmetered_unattributed_j = 0.0
         self.below_components = 0
@@ -328,10 +331,14 @@ class NodeAccount(Generic[K]):
                 out[key] = out.get(key, 0.0) + j * fraction
         return out
 
-    def add(self, interval: NodeInterval, grams_per_j: float) -> float:
-        """Account one node interval; returns the unmetered joules it added."""
+    def add(self, interval: NodeInterval, grams_per_j: float, market_per_j: float | None = None) -> float:
+        """Account one node interval at its grams per joule (location- and, with a market configuration,
+        market-based, PUE included); returns the unmetered joules it added."""
         self.energy_j += interval.energy_j
         self.grams += interval.energy_j * grams_per_j
+        if market_per_j is not None:
+            self.market_grams = (self.market_grams or 0.0) + interval.energy_j * market_per_j
+            self.unmetered_market_grams = self.unmetered_market_grams or 0.0
         components = self.component_energy(interval.t0, interval.t1) if interval.complete else None
         self._last_components_j = components
         if components is None:
@@ -347,6 +354,8 @@ class NodeAccount(Generic[K]):
             excess = 0.0
         self.unmetered_j += excess
         self.unmetered_grams += excess * grams_per_j
+        if market_per_j is not None:
+            self.unmetered_market_grams = (self.unmetered_market_grams or 0.0) + excess * market_per_j
         if not self.spread:
             self.unmetered_unattributed_j += excess
         return excess
@@ -372,27 +381,28 @@ class NodeAccount(Generic[K]):
             ticks.popleft()
         return parts, rest
 
-    def dump(self) -> dict[str, float]:
-        return {
-            "energy_j": self.energy_j,
-            "unmetered_j": self.unmetered_j,
-            "grams": self.grams,
-            "unmetered_grams": self.unmetered_grams,
-            "unmetered_unattributed_j": self.unmetered_unattributed_j,
-        }
+    def dump(self) -> dict[str, float | None]:
+        return {key: getattr(self, key) for key in (*_NODE_TOTALS, *_NODE_MARKET_TOTALS)}
 
     def load(self, raw: object) -> None:
-        """Continue from saved totals; ValueError when they are not ours."""
+        """Continue from saved totals; ValueError, changing nothing, when they are not ours."""
         if not isinstance(raw, dict):
             raise ValueError("node totals must be an object")
-        values = {}
         # A file from before the unmetered energy could be spread: all of it was charged to no process.
-        defaults = {"unmetered_unattributed_j": raw.get("unmetered_j", 0.0)}
-        for key in ("energy_j", "unmetered_j", "grams", "unmetered_grams", "unmetered_unattributed_j"):
-            value = raw.get(key, defaults.get(key, 0.0))
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
-                raise ValueError(f"node {key} must be a finite non-negative number")
-            values[key] = float(value)
-        self.energy_j, self.unmetered_j = values["energy_j"], values["unmetered_j"]
-        self.grams, self.unmetered_grams = values["grams"], values["unmetered_grams"]
-        self.unmetered_unattributed_j = values["unmetered_unattributed_j"]
+        raw = {"unmetered_unattributed_j": raw.get("unmetered_j", 0.0), **raw}
+        values: dict[str, float | None] = {key: _node_total(key, raw.get(key, 0.0)) for key in _NODE_TOTALS}
+        for key in _NODE_MARKET_TOTALS:  # None where no market was configured
+            values[key] = None if raw.get(key) is None else _node_total(key, raw[key])
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+# NodeAccount's totals as saved in the state file, under their attribute names.
+_NODE_TOTALS = ("energy_j", "unmetered_j", "grams", "unmetered_grams", "unmetered_unattributed_j")
+_NODE_MARKET_TOTALS = ("market_grams", "unmetered_market_grams")
+
+
+def _node_total(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ValueError(f"node {key} must be a finite non-negative number")
+    return float(value)

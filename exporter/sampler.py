@@ -457,13 +457,11 @@ class Sampler:
         complete = all(c.up for c in self._sources.values()) and all(r.up for r in self._gpu_last.values())
         account.components(now, component_j, complete, self._tick_charges)
         for interval in self.node.drain(until=now):
-            grams_per_j = 0.0
-            if carbon is not None:
-                span = carbon.segments("average", wall - (now - interval.t0), wall - (now - interval.t1))
-                grams_per_j = operational_grams(1.0, span, carbon.pue)
-            unmetered = account.add(interval, grams_per_j)
+            start, end = wall - (now - interval.t0), wall - (now - interval.t1)
+            grams_per_j, _, market_per_j = self._factors_over(start, end, end - start)
+            unmetered = account.add(interval, grams_per_j, market_per_j)
             if account.spread:
-                self._spread_unmetered(interval, unmetered, now, grams_per_j)
+                self._spread_unmetered(interval, unmetered, now, grams_per_j, market_per_j)
             if carbon is not None and carbon.wue_litres_per_kwh is not None and unmetered > 0:
                 litres = water_litres(unmetered, carbon.wue_litres_per_kwh, carbon.pue)
                 self._water_litres = (self._water_litres or 0.0) + litres
@@ -477,13 +475,20 @@ class Sampler:
             emissions_g_total=account.grams if carbon is not None else None,
             unmetered_emissions_g_total=account.unmetered_grams if carbon is not None else None,
             unmetered_unattributed_j_total=account.unmetered_unattributed_j if account.spread else None,
+            market_emissions_g_total=account.market_grams,
+            unmetered_market_emissions_g_total=account.unmetered_market_grams,
             below_components_total=account.below_components,
             gaps_total=account.not_compared,
             parts=self.node.parts(),
         )
 
     def _spread_unmetered(
-        self, interval: NodeInterval, unmetered: float, now: float, grams_per_j: float
+        self,
+        interval: NodeInterval,
+        unmetered: float,
+        now: float,
+        grams_per_j: float,
+        market_per_j: float | None,
     ) -> None:
         """--attribution.node-unmetered=spread: charge the processes their share of an interval's
         unmetered energy, and of its emissions (the interval's own intensity)."""
@@ -502,6 +507,7 @@ class Sampler:
                 interval.t1 - interval.t0,
                 now,
                 grams=joules * grams_per_j,
+                market_grams=None if market_per_j is None else joules * market_per_j,
             )
 
     def _charged(self, pid: int, start: float | None, workload: Workload, joules: float) -> None:

@@ -82,28 +82,37 @@ def carbon() -> CarbonService:
 
 
 def run(
-    att: Attribution, watts: list[float], seconds: int | None = None, with_carbon: bool = True
+    att: Attribution,
+    watts: list[float],
+    seconds: int | None = None,
+    service: CarbonService | None = None,
+    wall0: float = 1_700_000_000.0,
+    offset: float = 0.5,
 ) -> Sampler:
     """Ticks at whole seconds 0..seconds-1 (by default up to the one that takes in the last reading); the
-    BMC is read half-way between ticks, at 0.5, 10.5, 20.5 ... (watts[k]), so no node interval lines up
-    with the sampler's ticks."""
-    seconds = 10 * (len(watts) - 1) + 2 if seconds is None else seconds
+    BMC is read at 0 + offset, 10 + offset, 20 + offset ... (watts[k]): half-way between ticks by default,
+    so no node interval lines up with the sampler's ticks; with offset 0 just before the tick of that
+    second. Carbon: ``service``, else a static 400 g/kWh at PUE 1.25."""
+    seconds = 10 * (len(watts) - 1) + (2 if offset else 1) if seconds is None else seconds
     clock = Clock(0.0)
     poller = NodePoller(ScriptedSource([NodeReading(w) for w in watts]), interval_s=10.0, clock=clock)
     sampler = Sampler(
         TwoGpus(),
         SteadyCpu(),  # package 40 W, DRAM 10 W
-        carbon() if with_carbon else None,
+        service or carbon(),
         att,
         clock=clock,
-        wall_clock=lambda: 1_700_000_000.0 + clock.t,
+        wall_clock=lambda: wall0 + clock.t,
         node=poller,
     )
     for second in range(seconds):
         clock.t = float(second)
+        due = second % 10 == 0 and second // 10 < len(watts)
+        if due and not offset:
+            poller.poll_once()
         sampler.tick()
-        if second % 10 == 0 and second // 10 < len(watts):
-            clock.t = second + 0.5
+        if due and offset:
+            clock.t = second + offset
             poller.poll_once()
     return sampler
 
