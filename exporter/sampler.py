@@ -14,6 +14,7 @@ from exporter.attribution import (
     AttributionPolicy,
     CpuIdleLearner,
     CpuIdlePolicy,
+    CpuTimeSince,
     IdleBaselineLearner,
     attribute_cpu_energy,
     attribute_gpu_energy,
@@ -121,6 +122,8 @@ class Attribution:
     # --attribution.node-unmetered=spread: where each process's share of the unmetered node energy
     # goes (None: it stays at node level).
     node_ledger: ProcessLedger | None = None
+    # The processes' CPU time since each CPU domain's last good reading (made by the sampler).
+    cpu_since: CpuTimeSince | None = None
 
 
 @dataclass
@@ -204,6 +207,8 @@ class Sampler:
         )
         # With the unmetered energy spread: what each process was charged during the current tick.
         self._tick_charges: dict[SpreadKey, float] | None = None
+        # Whether the current tick's GPU + CPU energy is that of this tick exactly (see tick()).
+        self._tick_complete = True
         self._last_now: float | None = None
         self._last_wall: float | None = None
         self._samples = 0
@@ -285,6 +290,15 @@ class Sampler:
             return 0.0, None, None
         return self._factors_over(self._last_wall, wall, dt)
 
+    def _span_factors(self, span: float, dt: float, wall: float, factors: Factors) -> Factors:
+        """Grams per joule over a device's own span ending now: the tick's ``factors`` unless the span
+        is longer than the tick (its reads failed in between) or shorter (its first reading). Either
+        way the tick's energy is not this tick's exactly, so the node does not compare across it."""
+        if abs(span - dt) <= 1e-9:
+            return factors
+        self._tick_complete = False  # this tick carries energy of earlier ticks (see _account_node)
+        return self._factors_over(wall - span, wall, span)
+
     def _factors_over(self, start: float, end: float, dt: float) -> Factors:
         """Grams per joule from wall time ``start`` to ``end``: average, marginal, market (PUE included)."""
         if self.carbon is None or dt <= 0:
@@ -318,10 +332,12 @@ class Sampler:
         now, wall = self.clock(), self.wall_clock()
         dt = 0.0 if self._last_now is None else max(0.0, now - self._last_now)
         factors = self._factors(wall, dt)
-        g_per_j, marginal_per_j, market_per_j = factors
         att = self.attribution
         total_delta = 0.0
         self._tick_charges = {} if att is not None and att.node_ledger is not None else None
+        # False when some device's energy is missing from this tick, or this tick carries some of an
+        # earlier one's: the node then does not compare the span (see _account_node).
+        self._tick_complete = True
 
         gpu_states: list[GpuState] = []
         if self.gpu_source is not None:
@@ -359,8 +375,10 @@ class Sampler:
             for pkg in self._cpu_last:
                 if cpu_readings is None or not any(c.package == pkg for c in cpu_readings):
                     self._cpu_method[pkg] = (NONE, "read_failed")
+            if any(pkg not in deltas for pkg in self._cpu_measured):
+                self._tick_complete = False  # a measured domain's energy is missing from this tick
             try:
-                total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j, market_per_j)
+                total_delta += self._account_cpu(deltas, now, wall, dt, factors)
             except Exception as exc:  # the GPUs' accounting already happened; keep the tick alive
                 log.warning("CPU accounting failed; this interval's CPU energy is dropped", exc_info=True)
                 for pkg in deltas:
@@ -454,7 +472,11 @@ class Sampler:
         """
         assert self.node is not None and self._node is not None
         account, carbon = self._node, self.carbon
-        complete = all(c.up for c in self._sources.values()) and all(r.up for r in self._gpu_last.values())
+        complete = (
+            self._tick_complete
+            and all(c.up for c in self._sources.values())
+            and all(r.up for r in self._gpu_last.values())
+        )
         account.components(now, component_j, complete, self._tick_charges)
         for interval in self.node.drain(until=now):
             start, end = wall - (now - interval.t0), wall - (now - interval.t1)
@@ -596,6 +618,7 @@ class Sampler:
             self._gpu_last[key] = _without_measurements(reading)
             self._gpu_method[key] = (NONE, "rejected")
             self._reject("gpu", key, "error", f"{type(exc).__name__}: {exc}")
+            self._tick_complete = False
             return 0.0
 
     def _account_gpu(
@@ -623,15 +646,15 @@ class Sampler:
             self._reject("gpu", key, why, detail)
         if tracker.method == NONE:  # nothing measured: nothing accrues, nothing is attributed
             self._gpu_method[key] = (NONE, "rejected" if problems else "no_power_or_energy")
+            if key in self._gpu_measured:
+                self._tick_complete = False  # a measured GPU's energy is missing from this tick
             return 0.0
         self._gpu_method[key] = (tracker.method, "")
         self._gpu_measured.add(key)
         span = tracker.elapsed_s  # this GPU's own interval: longer than dt after failed reads
+        g_per_j, marginal_per_j, market_per_j = self._span_factors(span, dt, wall, factors)
         if span <= 0:
             return 0.0
-        if abs(span - dt) > 1e-9:
-            factors = self._factors_over(wall - span, wall, span)
-        g_per_j, marginal_per_j, market_per_j = factors
         embodied = 0.0
         if self.carbon is not None:
             embodied = self.carbon.gpu_embodied_grams_per_second(reading.name) * span
@@ -702,24 +725,23 @@ class Sampler:
         return delta
 
     def _account_cpu(
-        self,
-        deltas: dict[str, float],
-        now: float,
-        dt: float,
-        g_per_j: float,
-        marginal_per_j: float | None,
-        market_per_j: float | None = None,
+        self, deltas: dict[str, float], now: float, wall: float, dt: float, factors: Factors
     ) -> float:
+        """Each CPU domain's energy over its own span (since its previous good reading), its emissions at
+        the factors of that span, and its attribution by the processes' CPU time of the same span."""
+        spans = {pkg: self._cpu_trackers[pkg].elapsed_s for pkg in deltas}
+        domain_factors = {pkg: self._span_factors(spans[pkg], dt, wall, factors) for pkg in deltas}
         unattributed = dict(deltas)
         att = self.attribution
         if att is not None and att.cpu_times is not None:
             # Read on every tick, the first too: the first read is the baseline of the second interval.
             usage, busy = att.cpu_times.read()
-            if dt > 0:
-                unattributed = self._attribute_cpu(
-                    att, deltas, usage, busy, now, dt, g_per_j, marginal_per_j, market_per_j
-                )
+            if att.cpu_since is None:
+                att.cpu_since = CpuTimeSince(self.max_gap_s)
+            att.cpu_since.add(now, usage, busy, self._cpu_trackers)
+            unattributed = self._attribute_cpu(att, att.cpu_since, deltas, spans, domain_factors, now)
         for pkg, delta in deltas.items():
+            g_per_j, marginal_per_j, market_per_j = domain_factors[pkg]
             totals = self._cpu_totals.setdefault(pkg, _Totals())
             totals.energy_j += delta
             totals.unattributed_j += unattributed[pkg]
@@ -731,38 +753,48 @@ class Sampler:
     def _attribute_cpu(
         self,
         att: Attribution,
+        since: CpuTimeSince,
         deltas: dict[str, float],
-        usage: dict[tuple[int, float], tuple[float, str, str]],
-        busy: float,
+        spans: dict[str, float],
+        domain_factors: dict[str, Factors],
         now: float,
-        dt: float,
-        g_per_j: float,
-        marginal_per_j: float | None,
-        market_per_j: float | None,
     ) -> dict[str, float]:
-        """Each domain (package, DRAM) on its own: only its active part is split by CPU time."""
-        keys = list(usage)
-        cpu_seconds = [usage[k][0] for k in keys]
+        """Each domain (package, DRAM) on its own, over its own span: only its active part is split by
+        the processes' CPU time of that span."""
         cpus = att.cpu_times.cpu_count if att.cpu_times is not None else 0
-        utilisation = busy / (dt * cpus) if cpus > 0 else 0.0
         spread = att.cpu_idle.mode == "spread"
-        joules = [0.0] * len(keys)
-        unattributed: dict[str, float] = {}
+        unattributed = dict(deltas)
+        charged: dict[tuple[int, float], _Totals] = {}  # per process, summed over the domains
+        spans_of: dict[tuple[int, float], float] = {}  # the longest span it was charged over
+        names: dict[tuple[int, float], tuple[str, str]] = {}
         for pkg, delta in deltas.items():
+            span = spans[pkg]
+            taken = since.take(pkg, now)
+            if span <= 0 or taken is None:  # a first reading, or a gap too long to have kept its CPU time
+                continue
+            usage, busy = taken
+            keys = list(usage)
             learner = att.cpu_learners.setdefault(pkg, CpuIdleLearner())
-            learner.observe(utilisation, delta / dt)
+            learner.observe(busy / (span * cpus) if cpus > 0 else 0.0, delta / span)
             idle_w = att.cpu_idle.configured_watts(pkg)
             if idle_w is None:
                 idle_w = learner.value
             shares, unattributed[pkg] = attribute_cpu_energy(
-                delta, cpu_seconds, busy, (idle_w or 0.0) * dt, spread
+                delta, [usage[k][0] for k in keys], busy, (idle_w or 0.0) * span, spread
             )
-            for i, share in enumerate(shares):
-                joules[i] += share
-        for (pid, start), share in zip(keys, joules, strict=True):
-            if share <= 0:
-                continue
-            _, comm, user = usage[(pid, start)]
+            g_per_j, marginal_per_j, market_per_j = domain_factors[pkg]
+            for key, share in zip(keys, shares, strict=True):
+                if share <= 0:
+                    continue
+                names[key] = usage[key][1:]
+                spans_of[key] = max(spans_of.get(key, 0.0), span)
+                acc = charged.setdefault(key, _Totals())
+                acc.energy_j += share
+                acc.grams += share * g_per_j
+                acc.add_marginal(None if marginal_per_j is None else share * marginal_per_j)
+                acc.add_market(None if market_per_j is None else share * market_per_j)
+        for (pid, start), acc in charged.items():
+            comm, user = names[(pid, start)]
             workload = att.resolver.resolve(pid, start, comm, user)
             att.cpu_ledger.add(
                 "",
@@ -770,14 +802,14 @@ class Sampler:
                 pid,
                 start,
                 workload,
-                share,
-                dt,
+                acc.energy_j,
+                spans_of[(pid, start)],
                 now,
-                grams=share * g_per_j,
-                marginal_grams=None if marginal_per_j is None else share * marginal_per_j,
-                market_grams=None if market_per_j is None else share * market_per_j,
+                grams=acc.grams,
+                marginal_grams=acc.marginal_grams,
+                market_grams=acc.market_grams,
             )
-            self._charged(pid, start, workload, share)
+            self._charged(pid, start, workload, acc.energy_j)
         return unattributed
 
     def run(self, stop: threading.Event, on_tick: Callable[[Snapshot], None] | None = None) -> None:
