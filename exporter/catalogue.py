@@ -481,6 +481,16 @@ _SPECS = [
         "self",
     ),
     MetricSpec(
+        "footprint_http_connections_rejected_total",
+        "counter",
+        ("reason",),
+        "HTTP connections the exporter closed or refused because of its connection bounds: evicted (closed "
+        "to make room while still waiting for its request headers, all 64 slots taken), refused (all slots "
+        "busy answering requests), timeout (request headers not in within 10 s, or the whole request "
+        "not done within 60 s).",
+        "self",
+    ),
+    MetricSpec(
         "footprint_state_restore_info",
         "info",
         ("result",),

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from exporter.carbon.config import CarbonConfig, parse_carbon_config
-from exporter.collector import SnapshotCollector
+from exporter.collector import ConnectionLimitCollector, SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
+from exporter.connection_limit import ConnectionLimiter
 from exporter.errors import ConfigError
 from exporter.sampler import PROCESS_STATE_KEYS, Attribution, Sampler
 from exporter.sources import CpuSource, GpuSource, NodeSource, SourceUnavailable
@@ -338,6 +339,8 @@ def run_exporter(argv: Sequence[str]) -> int:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: sampler.snapshot))
+    limiter = ConnectionLimiter()
+    registry.register(ConnectionLimitCollector(limiter.rejected))
     interval = cfg["sample.interval"]
     stop = threading.Event()
     # Created now so that /healthz can ask it; started once everything else is up. on_tick is
@@ -355,7 +358,14 @@ def run_exporter(argv: Sequence[str]) -> int:
 
     try:
         server = serve(
-            host, port, registry, web, cfg["web.telemetry-path"], healthy, routes={central.PATH: carbon_json}
+            host,
+            port,
+            registry,
+            web,
+            cfg["web.telemetry-path"],
+            healthy,
+            limiter=limiter,
+            routes={central.PATH: carbon_json},
         )
     except OSError as exc:
         for source in (gpu_source, cpu_source):

@@ -84,6 +84,19 @@ def _add_node(f: _Families, node: NodeState) -> None:
     f.add("footprint_node_data_quality_errors_total", ["not_compared"], node.gaps_total)
 
 
+class ConnectionLimitCollector(Collector):
+    """Serves the HTTP connection bounds' counts (ConnectionLimiter lives beside the sampler, not in it)."""
+
+    def __init__(self, rejected: Callable[[], dict[str, int]]) -> None:
+        self.rejected = rejected
+
+    def collect(self) -> Iterator[Metric]:
+        f = _Families()
+        for reason, count in sorted(self.rejected().items()):
+            f.add("footprint_http_connections_rejected_total", [reason], count)
+        yield from f
+
+
 class SnapshotCollector(Collector):
     """A prometheus_client collector serving whatever snapshot ``get_snapshot`` returns now."""
 
