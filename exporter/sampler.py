@@ -334,7 +334,7 @@ class Sampler:
         factors = self._factors(wall, dt)
         att = self.attribution
         total_delta = 0.0
-        self._tick_charges = {} if att is not None and att.node_ledger is not None else None
+        self._tick_charges = {} if self._node is not None and self._node.spread else None
         # False when some device's energy is missing from this tick, or this tick carries some of an
         # earlier one's: the node then does not compare the span (see _account_node).
         self._tick_complete = True

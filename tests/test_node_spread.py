@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.node import spread_cost
 from exporter.attribution import AttributionPolicy, CpuIdlePolicy, spread_unmetered
 from exporter.carbon.config import parse_carbon_config
 from exporter.carbon.service import CarbonService
@@ -301,3 +302,13 @@ def test_spread_is_conserved_exactly_and_never_over_attributes(
             assert share <= unmetered * joules / components * (1 + 1e-9) + 1e-9
     if unattributed_components == 0 and math.fsum(process_j) > 0:
         assert rest == 0.0  # everything metered went to processes: so does everything unmetered
+
+
+def test_the_spread_benchmark_accounts_the_same_node_energy_either_way() -> None:
+    node, spread = spread_cost(2, 3, ticks=40)
+    assert (node.mode, spread.mode) == ("node", "spread")
+    assert node.unmetered_j == spread.unmetered_j > 0
+    # Kept at node level all of it goes to no process; spread, the fake GPUs' busy processes take most.
+    assert node.unmetered_unattributed_j == node.unmetered_j
+    assert 0 < spread.unmetered_unattributed_j < 0.5 * spread.unmetered_j
+    assert node.median_ms > 0 and spread.mean_ms > 0
