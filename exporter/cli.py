@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from exporter.carbon.config import CarbonConfig, parse_carbon_config
-from exporter.collector import SnapshotCollector
+from exporter.collector import ConnectionLimitCollector, SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
+from exporter.connection_limit import ConnectionLimiter
 from exporter.errors import ConfigError
 from exporter.podidentity import PodIdentity, build_pod_identity
 from exporter.sampler import PROCESS_STATE_KEYS, Attribution, Sampler
@@ -218,6 +219,11 @@ def build_attribution(cfg: Config, gpu_source: GpuSource | None, identity: PodId
 
     policy = AttributionPolicy(kind=cfg["attribution.policy"], idle_watts=cfg["attribution.idle-watts"])
     max_series, retention = cfg["attribution.max-series"], cfg["attribution.retention"]
+
+    spread = cfg["attribution.node-unmetered"] == "spread"
+    if spread and cfg["source.node"] == "none":
+        log.warning("--attribution.node-unmetered=spread has nothing to spread without --source.node")
+
     return Attribution(
         policy=policy,
         resolver=identity.resolver(cfg["path.procfs"]),
@@ -230,6 +236,7 @@ def build_attribution(cfg: Config, gpu_source: GpuSource | None, identity: PodId
             cfg["attribution.cpu-package-idle-watts"],
             cfg["attribution.cpu-dram-idle-watts"],
         ),
+        node_ledger=ProcessLedger(cfg["attribution.group-by"], max_series, retention) if spread else None,
     )
 
 
@@ -329,6 +336,8 @@ def run_exporter(argv: Sequence[str]) -> int:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: sampler.snapshot))
     registry.register(identity.collector(attribution.resolver))
+    limiter = ConnectionLimiter()
+    registry.register(ConnectionLimitCollector(limiter.rejected))
     interval = cfg["sample.interval"]
     stop = threading.Event()
     # Created now so that /healthz can ask it; started once everything else is up. on_tick is
@@ -346,7 +355,14 @@ def run_exporter(argv: Sequence[str]) -> int:
 
     try:
         server = serve(
-            host, port, registry, web, cfg["web.telemetry-path"], healthy, routes={central.PATH: carbon_json}
+            host,
+            port,
+            registry,
+            web,
+            cfg["web.telemetry-path"],
+            healthy,
+            limiter=limiter,
+            routes={central.PATH: carbon_json},
         )
     except OSError as exc:
         for source in (gpu_source, cpu_source):
