@@ -1,0 +1,303 @@
+"""footprint-exporter report against a real Prometheus holding two days of known data (promtool backfill).
+
+The data (tests/report_data.py) has two nodes, four workloads in two namespaces plus a Slurm job, a counter
+reset mid-period, a scrape gap, a stale intensity, a world-average zone, a GPU down, market figures on one
+node only, a BMC on one node only, and token counters. Every format's figures are checked against the truth
+the generator integrated, within 0.5%.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from exporter.report.main import main as report_main
+from tests import report_data as data
+from tests.chromium import browser
+from tests.prom_procs import RunningServer, binary, prometheus
+
+pytestmark = pytest.mark.integration
+
+KWH = data.JOULES_PER_KWH
+PERIOD = ["--from", "2025-03-01T00:00:00Z", "--to", "2025-03-03T00:00:00Z"]
+TOLERANCE = 0.005
+
+
+@dataclass
+class Store:
+    prom: RunningServer
+    truth: data.Truth
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return self.prom.url
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    workdir = tmp_path_factory.mktemp("report-prom")
+    source = workdir / "footprint.om"
+    truth = data.build(source)
+    blocks = subprocess.run(
+        [binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(workdir / "data")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert blocks.returncode == 0, blocks.stdout[-2000:] + blocks.stderr[-2000:]
+    source.unlink()  # 27 MB; the blocks hold it now
+    config = workdir / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1h\n")
+    # The data is from 2025: keep it whatever today's date is.
+    with prometheus(config, workdir, extra_args=["--storage.tsdb.retention.time=100y"]) as prom:
+        yield Store(prom, truth, workdir)
+
+
+def run_report(store: Store, tmp_path: Path, *args: str, fmt: str = "csv") -> str:
+    out = tmp_path / f"report.{fmt}"
+    code = report_main(
+        ["--prometheus.url", store.url, *PERIOD, "--format", fmt, "--output", str(out), *args], {}
+    )
+    assert code == 0
+    return out.read_text(encoding="utf-8")
+
+
+def close(actual: float | str | None, expected: float, tolerance: float = TOLERANCE) -> bool:
+    assert actual not in (None, ""), f"expected {expected}, got an empty figure"
+    value = float(actual)  # type: ignore[arg-type]
+    if expected == 0:
+        return abs(value) < 1e-9
+    return abs(value - expected) / abs(expected) <= tolerance
+
+
+def csv_rows(text: str, label: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[-1][label] == "total" and rows[-1]["row"] == "total"
+    return {r[label]: r for r in rows[:-1]}, rows[-1]
+
+
+def test_csv_by_namespace_matches_the_truth(store: Store, tmp_path: Path) -> None:
+    truth = store.truth
+    rows, total = csv_rows(run_report(store, tmp_path, "--by", "namespace"), "namespace")
+    assert set(rows) == {"team-a", "team-b", "", "(unattributed)"}
+    assert rows["(unattributed)"]["row"] == "unattributed"
+    for group in ("team-a", "team-b", ""):
+        row = rows[group]
+        assert close(row["energy_kwh"], truth.total("energy_j", namespace=group) / KWH), group
+        assert close(row["emissions_location_kg"], truth.total("location_g", namespace=group) / 1000), group
+        assert close(row["facility_energy_kwh"], truth.total("facility_j", namespace=group) / KWH), group
+    unattributed = {"energy_j": 0.0, "location_g": 0.0}
+    for part in unattributed:
+        unattributed[part] = sum(v for (_, w), v in truth.values[part].items() if w is None)
+    assert close(rows["(unattributed)"]["energy_kwh"], unattributed["energy_j"] / KWH)
+    assert close(rows["(unattributed)"]["emissions_location_kg"], unattributed["location_g"] / 1000)
+    # Totals: the whole measured energy of both nodes, through the counter reset on node-a.
+    assert close(total["energy_kwh"], truth.total("energy_j") / KWH)
+    assert close(total["emissions_location_kg"], truth.total("location_g") / 1000)
+    assert close(total["embodied_kg"], truth.total("embodied_g") / 1000)
+    assert close(total["facility_energy_kwh"], truth.total("facility_j") / KWH)
+    assert close(total["unmetered_energy_kwh"], truth.total("unmetered_j") / KWH)
+    # Market: node-b only. team-b and the Slurm job ran there; team-a and the total cannot have one.
+    assert close(rows["team-b"]["emissions_market_kg"], truth.total("market_g", namespace="team-b") / 1000)
+    assert close(rows[""]["emissions_market_kg"], truth.total("market_g", namespace="") / 1000)
+    assert rows["team-a"]["emissions_market_kg"] == "" and total["emissions_market_kg"] == ""
+    assert "market_missing" in rows["team-a"]["notes"].split(";")
+    # Water: node-a only (WUE 1.8); team-a ran only there, so it gets node-a's water by its energy share.
+    node_a_energy = truth.total("energy_j", data.A)
+    share = truth.total("energy_j", data.A, namespace="team-a") / node_a_energy
+    assert close(rows["team-a"]["water_l"], truth.total("water_l") * share)
+    assert rows["team-b"]["water_l"] == "" and total["water_l"] == ""
+    # Tokens: infer-1 at 200 W and 500 tokens/s is 0.4 J per token.
+    assert close(rows["team-b"]["tokens"], truth.tokens)
+    assert close(rows["team-b"]["energy_per_token_j"], 200.0 / data.TOKENS_PER_S)
+    assert rows["team-a"]["tokens"] == "" and rows["team-a"]["energy_per_token_j"] == ""
+    # The rows add up to the total.
+    assert close(sum(float(r["energy_kwh"]) for r in rows.values()), float(total["energy_kwh"]), 1e-9)
+
+
+def test_the_counter_reset_is_counted_not_subtracted(store: Store, tmp_path: Path) -> None:
+    """node-a's counters restart from zero mid-period: last minus first is far off; the report is not."""
+    values = {}
+    for t in (data.T0, data.T1):
+        result = store.prom.get(
+            "/api/v1/query", query="sum(footprint_gpu_energy_joules_total{instance='node-a:9877'})", time=t
+        )["result"]
+        values[t] = float(result[0]["value"][1])
+    naive_kwh = (values[data.T1] - values[data.T0]) / KWH
+    rows, _ = csv_rows(run_report(store, tmp_path, "--by", "instance"), "instance")
+    a = rows[data.A]
+    assert close(a["energy_kwh"], store.truth.total("energy_j", data.A) / KWH)
+    # The reset 20 h into the 48 h period drops the first 20 h from a naive difference.
+    assert naive_kwh < 0.6 * float(a["gpu_energy_kwh"]), "the fixture must reset node-a's counters"
+    assert "exporter_restart" in a["notes"].split(";")
+
+
+def test_json_by_user_matches_the_truth(store: Store, tmp_path: Path) -> None:
+    doc = json.loads(run_report(store, tmp_path, "--by", "user", fmt="json"))
+    assert doc["report"]["by"] == "user"
+    assert doc["report"]["from"] == "2025-03-01T00:00:00Z" and doc["report"]["to"] == "2025-03-03T00:00:00Z"
+    rows = {r["user"]: r for r in doc["rows"]}
+    assert set(rows) == {"alice", "bob", "carol", "dave", "(unattributed)"}
+    for user in ("alice", "bob", "carol", "dave"):
+        assert close(rows[user]["energy_kwh"], store.truth.total("energy_j", user=user) / KWH), user
+        assert close(rows[user]["embodied_kg"], store.truth.total("embodied_g", user=user) / 1000), user
+    # carol's batch process started and ended inside the period: increase() extrapolates its edges.
+    assert close(rows["carol"]["energy_kwh"], 5.0)
+    assert rows["alice"]["emissions_market_kg"] is None
+    assert close(rows["dave"]["gpu_energy_kwh"], 0.0) and close(rows["dave"]["cpu_energy_kwh"], 0.96)
+    total = doc["total"]
+    assert close(total["energy_kwh"], store.truth.total("energy_j") / KWH)
+    assert close(total["emissions_location_kg"], store.truth.total("location_g") / 1000)
+    assert total["emissions_market_kg"] is None
+    assert close(total["tokens"], store.truth.tokens)
+    codes = {n["code"] for n in doc["quality"]["notes"]}
+    assert {"world_average", "stale_intensity", "exporter_restart", "coverage_gap", "gpu_down"} <= codes
+    assert {"market_missing", "water_missing", "components_only"} <= codes
+    coverage = doc["quality"]["coverage"]
+    # node-a: no sample stored for an hour (steps of 5 minutes: 11 of 576 empty); node-b: all there.
+    assert coverage[data.B] == 1.0 and 0.975 < coverage[data.A] < 0.985
+    zones = {(f["name"], f["provider"]) for f in doc["factors"] if f["kind"] == "grid_intensity"}
+    assert zones == {("DE", "electricitymaps"), ("WORLD", "embedded")}
+    de = next(f for f in doc["factors"] if f["name"] == "DE")
+    assert de["min"] == 300.0 and de["max"] == 530.0 and de["instances"] == [data.A]
+    world = next(f for f in doc["factors"] if f["name"] == "WORLD")
+    assert world["source"] == "Ember" and world["year"] == "2023" and world["basis"] == "lifecycle"
+    assert sorted(f["value"] for f in doc["factors"] if f["kind"] == "pue") == [1.2, 1.5]
+    days = doc["daily"]
+    assert [d["from"] for d in days] == ["2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z"]
+    assert close(sum(sum(d["energy_kwh"].values()) for d in days), total["energy_kwh"])
+
+
+def test_node_labels_group_node_totals(store: Store, tmp_path: Path) -> None:
+    for label in ("cluster", "instance"):
+        rows, total = csv_rows(run_report(store, tmp_path, "--by", label), label)
+        keys = {data.A: data.A, data.B: data.B} if label == "instance" else {data.A: "train", data.B: "infer"}
+        assert set(rows) == set(keys.values())
+        for instance, key in keys.items():
+            assert close(rows[key]["energy_kwh"], store.truth.total("energy_j", instance) / KWH)
+            assert close(rows[key]["emissions_location_kg"], store.truth.total("location_g", instance) / 1000)
+            assert rows[key]["row"] == "group"
+        assert close(
+            rows["infer" if label == "cluster" else data.B]["emissions_market_kg"],
+            store.truth.total("market_g") / 1000,
+        )
+        assert close(total["energy_kwh"], store.truth.total("energy_j") / KWH)
+
+
+def test_match_restricts_the_series(store: Store, tmp_path: Path) -> None:
+    rows, total = csv_rows(
+        run_report(store, tmp_path, "--by", "namespace", "--match", 'cluster="train"'), "namespace"
+    )
+    assert set(rows) == {"team-a", "(unattributed)"}
+    assert close(total["energy_kwh"], store.truth.total("energy_j", data.A) / KWH)
+
+
+def test_markdown_carries_the_figures(store: Store, tmp_path: Path) -> None:
+    text = run_report(store, tmp_path, "--by", "namespace", fmt="markdown")
+    total_kwh = store.truth.total("energy_j") / KWH
+    total_row = next(line for line in text.splitlines() if line.startswith("| **total**"))
+    cells = [c.strip().strip("*") for c in total_row.strip("|").split("|")]
+    assert close(cells[1].replace(",", ""), total_kwh)
+    assert close(cells[3].replace(",", ""), store.truth.total("location_g") / 1000)
+    assert cells[4] == "–"  # no market figure for the whole: node-a has no carbon.market
+    assert "**world_average** (warning)" in text and "**stale_intensity** (warning)" in text
+    team_b = next(line for line in text.splitlines() if line.startswith("| team-b |"))
+    assert "0.400" in team_b  # joules per token
+
+
+def test_html_renders_in_chromium_with_charts_and_no_errors(store: Store, tmp_path: Path) -> None:
+    html = run_report(store, tmp_path, "--by", "namespace", fmt="html")
+    assert "<script" not in html.lower() and "http://" not in html.replace(store.url, "")
+    page = tmp_path / "report.html"
+    with browser() as chrome:
+        found = chrome.open(page.as_uri())
+        assert found.console_errors == [], found.messages
+        assert chrome.evaluate("document.querySelectorAll('svg.chart').length") == 3
+        # Two days, four groups (team-a, team-b, the Slurm job, unattributed): 8 bars.
+        assert chrome.evaluate("document.querySelectorAll('svg.chart rect.bar').length") == 8
+        lines = chrome.evaluate("document.querySelectorAll('svg.chart polyline.line').length")
+        assert lines == 3  # DE and WORLD intensity, one budget
+        total_cell = chrome.evaluate("document.querySelector('tr.total td:nth-child(2)').textContent")
+        assert close(total_cell.replace(",", ""), store.truth.total("energy_j") / KWH)
+        width = chrome.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1000, "the page must fit a 1000 px window"
+        png = chrome.screenshot()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+    (tmp_path / "report.png").write_bytes(png)
+    save_screenshot("report.png", page)
+
+
+def test_the_page_loads_nothing_from_outside(store: Store, tmp_path: Path) -> None:
+    """The page's policy refuses any fetch: an injected outside image is blocked and reported, not loaded."""
+    html = run_report(store, tmp_path, "--by", "namespace", fmt="html")
+    tampered = tmp_path / "tampered.html"
+    tampered.write_text(html.replace("<h1>", '<img src="https://example.invalid/pixel.png"><h1>'))
+    with browser() as chrome:
+        found = chrome.open(tampered.as_uri())
+    assert any("Content Security Policy" in e or "Refused to load" in e for e in found.console_errors), (
+        found.messages
+    )
+
+
+def test_the_console_script_runs_the_report(store: Store, tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "footprint-exporter"
+    result = subprocess.run(
+        [
+            str(script),
+            "report",
+            "--prometheus.url",
+            store.url,
+            *PERIOD,
+            "--by",
+            "namespace",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert close(json.loads(result.stdout)["total"]["energy_kwh"], store.truth.total("energy_j") / KWH)
+
+
+def test_a_period_without_data_exits_1(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = report_main(
+        ["--prometheus.url", store.url, "--from", "2024-01-01T00:00:00Z", "--to", "2024-01-02T00:00:00Z"], {}
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err and "no footprint energy series" in err
+
+
+def test_unreachable_prometheus_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.prom_procs import free_port
+
+    code = report_main(["--prometheus.url", f"http://127.0.0.1:{free_port()}", *PERIOD], {})
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err
+    assert err.startswith("footprint-exporter report: error: cannot reach Prometheus at http://127.0.0.1:")
+
+
+def save_screenshot(name: str, page: Path) -> None:
+    """With FOOTPRINT_SCREENSHOTS=DIR, also write the documentation's screenshot (top of the page) there."""
+    folder = os.environ.get("FOOTPRINT_SCREENSHOTS")
+    if not folder:
+        return
+    with browser() as chrome:
+        chrome.open(page.as_uri(), width=1000, height=1500)
+        png = chrome.screenshot(max_height=1500)
+    Path(folder, name).write_bytes(png)
