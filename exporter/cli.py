@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from exporter.collector import SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
 from exporter.errors import ConfigError
+from exporter.landing import render_landing
 from exporter.sampler import Attribution, Sampler
 from exporter.sources import CpuSource, GpuSource, NodeSource, SourceUnavailable
 from exporter.state import StateFile
@@ -247,8 +248,13 @@ def run_exporter(argv: Sequence[str]) -> int:
             else (False, f"sampler stalled: last snapshot {age:.0f}s old")
         )
 
+    started_at = time.time()
+
+    def landing() -> bytes:
+        return render_landing(sampler.snapshot, cfg["web.telemetry-path"], started_at)
+
     try:
-        server = serve(host, port, registry, web, cfg["web.telemetry-path"], healthy)
+        server = serve(host, port, registry, web, cfg["web.telemetry-path"], healthy, landing)
     except OSError as exc:
         print(
             f"{PROG}: error: web.listen-address: cannot listen on {cfg['web.listen-address']}: "
@@ -289,6 +295,10 @@ def run_exporter(argv: Sequence[str]) -> int:
         node.start()  # the BMC is slow: read on its own thread, never from a tick or a scrape
     sampler_thread = threading.Thread(target=sampler.run, args=(stop, on_tick), name="sampler", daemon=True)
     sampler_thread.start()
+    from exporter.carbon.status import startup_summary
+
+    for level, message in startup_summary(carbon_cfg, carbon.intensities()):
+        log.log(level, "%s", message)
     bound_host, bound_port = server.server_address[:2]
     log.info(
         "listening on %s:%s (gpu source %s, cpu source %s, node source %s, TLS %s, basic auth %s)",
@@ -325,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.budgets import main as budgets_main
 
         return budgets_main(args[1:])
+    if args and args[0] == "report":
+        from exporter.report.main import main as report_main
+
+        return report_main(args[1:])
     if args and args[0] == "validate-gpu":
         from exporter.validate_gpu.main import main as validate_main
 
