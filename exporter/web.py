@@ -169,7 +169,11 @@ intensity.</p></body></html>
 
 
 def make_handler(
-    registry: CollectorRegistry, telemetry_path: str, auth: BasicAuth, healthy: Callable[[], tuple[bool, str]]
+    registry: CollectorRegistry,
+    telemetry_path: str,
+    auth: BasicAuth,
+    healthy: Callable[[], tuple[bool, str]],
+    landing: Callable[[], bytes] | None = None,
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = f"footprint-exporter/{__version__}"
@@ -209,7 +213,12 @@ def make_handler(
                 # and it is several times cheaper to produce than OpenMetrics through the generic encoder.
                 self._send(200, render_text(registry), TEXT_FORMAT)
             elif path == "/":
-                body = _LANDING.format(version=__version__, path=telemetry_path).encode()
+                # The page is rendered from the latest snapshot (exporter.landing): no I/O, like a scrape.
+                body = (
+                    landing()
+                    if landing
+                    else _LANDING.format(version=__version__, path=telemetry_path).encode()
+                )
                 self._send(200, body, "text/html; charset=utf-8")
             elif path == "/healthz":
                 ok, reason = healthy()
@@ -261,9 +270,10 @@ def serve(
     web: WebConfig,
     telemetry_path: str = "/metrics",
     healthy: Callable[[], tuple[bool, str]] = lambda: (True, "ok"),
+    landing: Callable[[], bytes] | None = None,
 ) -> ThreadingHTTPServer:
     """Bind and serve on a daemon thread; returns the server (``server_address`` has the real port)."""
-    handler = make_handler(registry, telemetry_path, BasicAuth(web.users), healthy)
+    handler = make_handler(registry, telemetry_path, BasicAuth(web.users), healthy, landing)
     server = _Server((host or "0.0.0.0", port), handler, web.ssl_context)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
