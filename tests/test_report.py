@@ -12,18 +12,26 @@ import csv
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import bcrypt
 import pytest
+import requests
+import trustme
 
 from exporter.report.main import main as report_main
 from tests import report_data as data
 from tests.chromium import browser
-from tests.prom_procs import RunningServer, binary, prometheus
+from tests.prom_procs import RunningServer, binary, free_port, prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -284,8 +292,6 @@ def test_a_period_without_data_exits_1(
 
 
 def test_unreachable_prometheus_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.prom_procs import free_port
-
     code = report_main(["--prometheus.url", f"http://127.0.0.1:{free_port()}", *PERIOD], {})
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err
@@ -301,3 +307,140 @@ def save_screenshot(name: str, page: Path) -> None:
         chrome.open(page.as_uri(), width=1000, height=1500)
         png = chrome.screenshot(max_height=1500)
     Path(folder, name).write_bytes(png)
+
+
+@pytest.fixture(scope="module")
+def secured(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A second Prometheus over a copy of the blocks, with TLS and basic auth (its --web.config.file)."""
+    workdir = tmp_path_factory.mktemp("report-prom-tls")
+    (workdir / "data").mkdir()
+    for block in (store.workdir / "data").iterdir():
+        if block.is_dir() and re.fullmatch(r"[0-9A-Z]{26}", block.name):
+            shutil.copytree(block, workdir / "data" / block.name)
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(workdir / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(workdir / "key.pem"))
+    ca.cert_pem.write_to_path(str(workdir / "ca.pem"))
+    hashed = bcrypt.hashpw(SECRET.encode(), bcrypt.gensalt(4)).decode()
+    (workdir / "web.yml").write_text(
+        f"tls_server_config:\n  cert_file: {workdir / 'cert.pem'}\n  key_file: {workdir / 'key.pem'}\n"
+        f"basic_auth_users:\n  reporter: '{hashed}'\n"
+    )
+    (workdir / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
+    port = free_port()
+    with (workdir / "prometheus.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary("prometheus"),
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                "--storage.tsdb.retention.time=100y",
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--web.config.file={workdir / 'web.yml'}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    url = f"https://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (workdir / "prometheus.log").read_text()[-3000:]
+            try:
+                ready = requests.get(
+                    url + "/-/ready", verify=str(workdir / "ca.pem"), auth=("reporter", SECRET), timeout=2
+                )
+                if ready.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, (workdir / "prometheus.log").read_text()[-3000:]
+            time.sleep(0.2)
+        yield url, workdir / "ca.pem"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+SECRET = "report-secret-42"
+
+
+def test_tls_and_basic_auth_from_the_environment_or_a_file(
+    store: Store, secured: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, ca = secured
+    args = [
+        "--prometheus.url",
+        url,
+        *PERIOD,
+        "--by",
+        "namespace",
+        "--format",
+        "json",
+        "--prometheus.ca-file",
+        str(ca),
+    ]
+    env = {"FOOTPRINT_PROMETHEUS_USERNAME": "reporter", "FOOTPRINT_PROMETHEUS_PASSWORD": SECRET}
+    assert report_main(args, env) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert close(doc["total"]["energy_kwh"], store.truth.total("energy_j") / KWH)
+    password = tmp_path / "password"
+    password.write_text(SECRET + "\n")
+    file_args = [*args, "--prometheus.username", "reporter", "--prometheus.password-file", str(password)]
+    assert report_main(file_args, {}) == 0
+    assert close(
+        json.loads(capsys.readouterr().out)["total"]["energy_kwh"], store.truth.total("energy_j") / KWH
+    )
+    # A wrong password, and no CA: one line each, exit 1, no secret in it.
+    assert report_main(args, {**env, "FOOTPRINT_PROMETHEUS_PASSWORD": "wrong"}) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("refused the credentials (HTTP 401)") and "\n" not in err and "wrong" not in err
+    assert report_main(args[:-2], env) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"footprint-exporter report: error: TLS to {url} failed") and "\n" not in err
+    assert SECRET not in err
+
+
+def test_bearer_token_is_sent_and_api_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Prometheus itself takes no bearer tokens; proxies in front of it do. This loopback server stands for
+    one and answers as Prometheus' API does on a bad query (status error, errorType, error)."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            body = json.dumps(
+                {"status": "error", "errorType": "bad_data", "error": "query too expensive"}
+            ).encode()
+            self.send_response(422)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("tok-123\n")
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code = report_main(["--prometheus.url", url, *PERIOD, "--prometheus.token-file", str(token)], {})
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and seen and seen[0] == "Bearer tok-123"
+    assert (
+        err == f"footprint-exporter report: error: Prometheus at {url} answered HTTP 422: query too expensive"
+    )

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import time
+from decimal import Decimal
 from typing import Any
 
 from exporter import __version__
@@ -40,8 +41,11 @@ def number(value: float | None) -> str:
     """A plain decimal for spreadsheets (no exponent), up to 9 decimals; empty for a missing figure."""
     if value is None:
         return ""
-    text = f"{value:.9f}".rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
+    rounded = round(value, 9)
+    if rounded == 0:
+        return "0"
+    # The shortest decimal that reads back as the same float, written out without an exponent.
+    return format(Decimal(repr(rounded)), "f")
 
 
 def display_group(row: Row) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,14 +62,17 @@ class PrometheusApi:
             self.session.auth = basic_auth
         if bearer_token is not None:
             self.session.headers["Authorization"] = f"Bearer {bearer_token}"
-        if ca_file is not None:
-            self.session.verify = ca_file
+        # Passed with every request: a session-level verify loses to REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in
+        # the environment (requests merges those over it), which would silently ignore --prometheus.ca-file.
+        self.verify: str | bool = ca_file if ca_file is not None else True
         self.requests_made = 0
 
     def _post(self, path: str, form: Mapping[str, str]) -> Any:
         self.requests_made += 1
         try:
-            resp = self.session.post(self.url + path, data=dict(form), timeout=self.timeout_s)
+            resp = self.session.post(
+                self.url + path, data=dict(form), timeout=self.timeout_s, verify=self.verify
+            )
         except requests.exceptions.SSLError as exc:
             raise PrometheusError(f"TLS to {self.url} failed: {_reason(exc)}") from None
         except requests.Timeout:
@@ -131,9 +135,9 @@ def _reason(exc: BaseException) -> str:
     while seen.__context__ is not None and seen.__context__ is not seen:
         seen = seen.__context__
     for candidate in (seen, exc):
-        text = str(candidate).strip()
+        text = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(candidate)).strip()
         if text:
             # urllib3 messages carry the object's repr first; the part after the last colon is the reason.
-            short = text.rsplit(": ", 1)[-1].rstrip(")'\"")
+            short = text.rsplit(": ", 1)[-1].strip("()'\" ")
             return short or text
     return type(exc).__name__
