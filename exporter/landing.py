@@ -30,7 +30,7 @@ h1 { font-size: 22px; margin: 0; } h2 { font-size: 17px; margin: 24px 0 8px; }
 .ok { border-left: 4px solid #009E73; padding: 6px 10px; margin: 6px 0; }
 table { border-collapse: collapse; font-size: 14px; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: 4px 10px; text-align: left; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 """
 
 
@@ -174,8 +174,8 @@ def render_landing(
     gpu_rows = "".join(
         f"<tr><td>{g.reading.index}</td><td>{escape(g.reading.name)}</td>"
         f"<td class='n'>{_fmt(g.reading.power_w if g.reading.up else None, 0, 'W')}</td>"
-        f"<td class='n'>{g.energy_j_total / JOULES_PER_KWH:,.3f} kWh</td>"
-        f"<td class='n'>{g.emissions_g_total / 1000:,.3f} kg</td>"
+        f"<td class='n'>{_fmt(g.energy_j_total / JOULES_PER_KWH, None, 'kWh')}</td>"
+        f"<td class='n'>{_fmt(g.emissions_g_total / 1000 if snap.intensities else None, None, 'kg')}</td>"
         f"<td>{'up' if g.reading.up else 'down'}</td></tr>"
         for g in snap.gpus
     )

@@ -233,3 +233,17 @@ def browser(timeout: float = 60.0) -> Iterator[Browser]:
         os.close(browser_in)
         os.close(browser_out)
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def save_for_docs(name: str, url: str, width: int = 1000, height: int = 1200) -> None:
+    """With FOOTPRINT_SCREENSHOTS=DIR (``make screenshots``), write the manual's screenshot of url there:
+    the top ``height`` pixels, so the PNG stays small."""
+    folder = os.environ.get("FOOTPRINT_SCREENSHOTS")
+    if not folder:
+        return
+    with browser() as chrome:
+        chrome.open(url, width=width, height=height)
+        png = chrome.screenshot(max_height=height)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "wb") as fh:
+        fh.write(png)

@@ -24,7 +24,7 @@ from exporter.model import (
     Snapshot,
     SourceStatus,
 )
-from tests.chromium import browser
+from tests.chromium import browser, save_for_docs
 from tests.exporter_proc import start_exporter
 from tests.metrics_text import parse
 
@@ -203,6 +203,7 @@ def test_landing_page_in_chromium_warns_about_the_world_average(tmp_path: Path) 
             cards = chrome.evaluate("document.querySelectorAll('.card').length")
             width = chrome.evaluate("document.documentElement.scrollWidth")
             png = chrome.screenshot()
+        save_for_docs("landing.png", exporter.url + "/", height=900)
     finally:
         _, log = exporter.stop()
     assert any("world average" in w and "carbon.zone" in w for w in warnings), warnings

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ import trustme
 
 from exporter.report.main import main as report_main
 from tests import report_data as data
-from tests.chromium import browser
+from tests.chromium import browser, save_for_docs
 from tests.prom_procs import RunningServer, binary, free_port, prometheus
 
 pytestmark = pytest.mark.integration
@@ -243,7 +242,7 @@ def test_html_renders_in_chromium_with_charts_and_no_errors(store: Store, tmp_pa
         png = chrome.screenshot()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
     (tmp_path / "report.png").write_bytes(png)
-    save_screenshot("report.png", page)
+    save_for_docs("report.png", page.as_uri(), height=1500)
 
 
 def test_the_page_loads_nothing_from_outside(store: Store, tmp_path: Path) -> None:
@@ -296,17 +295,6 @@ def test_unreachable_prometheus_exits_1_with_one_line(capsys: pytest.CaptureFixt
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err
     assert err.startswith("footprint-exporter report: error: cannot reach Prometheus at http://127.0.0.1:")
-
-
-def save_screenshot(name: str, page: Path) -> None:
-    """With FOOTPRINT_SCREENSHOTS=DIR, also write the documentation's screenshot (top of the page) there."""
-    folder = os.environ.get("FOOTPRINT_SCREENSHOTS")
-    if not folder:
-        return
-    with browser() as chrome:
-        chrome.open(page.as_uri(), width=1000, height=1500)
-        png = chrome.screenshot(max_height=1500)
-    Path(folder, name).write_bytes(png)
 
 
 @pytest.fixture(scope="module")

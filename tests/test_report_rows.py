@@ -14,7 +14,7 @@ from exporter.report.formats import iso, number, to_csv, to_json
 from exporter.report.main import ArgumentError, main, parse_match, parse_time
 from exporter.report.model import UNATTRIBUTED, Report, Row
 from exporter.report.rows import Stored, build_rows, total_of
-from exporter.report.svg import nice_ticks
+from exporter.report.svg import nice_ticks, time_ticks
 
 KWH = 3.6e6
 
@@ -163,6 +163,13 @@ def test_times(text: str, expected: float) -> None:
     assert parse_time(text, "--from") == expected
 
 
+def test_relative_times() -> None:
+    assert parse_time("now", "--to", now=1000.0) == 1000.0
+    assert parse_time("now-15m", "--from", now=1000.0) == 100.0
+    with pytest.raises(ArgumentError, match=r"^--from: not a duration"):
+        parse_time("now-soon", "--from", now=1000.0)
+
+
 @pytest.mark.parametrize("text", ["2025-03-01T00:00:00", "yesterday", "2025-13-01T00:00:00Z", ""])
 def test_bad_times_name_the_flag(text: str) -> None:
     with pytest.raises(ArgumentError, match=r"^--to: "):
@@ -283,3 +290,16 @@ def test_numbers_and_ticks() -> None:
     assert nice_ticks(23.0) == [0, 5, 10, 15, 20, 25]
     assert nice_ticks(27.5) == [0, 10, 20, 30]
     assert nice_ticks(0.0) == [0.0, 1.0]
+
+
+def test_time_axis_ticks_are_round_utc_times() -> None:
+    two_days = time_ticks(1740787200.0, 1740787200.0 + 2 * 86400)
+    assert [label for _, label in two_days] == [
+        "03-01 00:00",
+        "03-01 12:00",
+        "03-02 00:00",
+        "03-02 12:00",
+        "03-03 00:00",
+    ]
+    month = time_ticks(1740787200.0, 1740787200.0 + 31 * 86400)
+    assert len(month) <= 7 and all(t % 86400 == 0 for t, _ in month)

@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,11 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="start",
         metavar="TIME",
         required=True,
-        help="Start: RFC 3339, a date (UTC), or Unix time.",
+        help="Start: RFC 3339 (2025-03-01T00:00:00Z), a date (UTC midnight), Unix seconds, or now-DURATION "
+        "(now-30d).",
     )
-    parser.add_argument(
-        "--to", dest="end", metavar="TIME", help="End: RFC 3339, a date (UTC), or Unix time (default now)."
-    )
+    parser.add_argument("--to", dest="end", metavar="TIME", help="End, in the same forms (default now).")
     parser.add_argument(
         "--by",
         default="instance",
@@ -109,9 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_time(text: str, flag: str) -> float:
-    """RFC 3339 (with a zone), a date (midnight UTC) or Unix seconds -> Unix seconds."""
+def parse_time(text: str, flag: str, now: float | None = None) -> float:
+    """RFC 3339 (with a zone), a date (midnight UTC), Unix seconds, ``now`` or ``now-7d`` -> Unix seconds."""
     value = text.strip()
+    relative = re.fullmatch(r"now(?:-(\S+))?", value)
+    if relative:
+        current = time.time() if now is None else now
+        try:
+            return current - (parse_duration(relative.group(1)) if relative.group(1) else 0.0)
+        except ValueError as exc:
+            raise ArgumentError(f"{flag}: {exc}") from None
     try:
         return float(value) if re.fullmatch(r"-?\d+(\.\d+)?", value) else _rfc3339(value, flag)
     except OverflowError:
@@ -190,8 +195,9 @@ class Invocation:
 def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     args = build_parser().parse_args(list(argv))
     url = check_url(args.url or environ.get(ENV_URL, "") or _missing_url())
-    start = parse_time(args.start, "--from")
-    end = parse_time(args.end, "--to") if args.end else time.time()
+    now = time.time()
+    start = parse_time(args.start, "--from", now)
+    end = parse_time(args.end, "--to", now) if args.end else now
     if end <= start:
         raise ArgumentError(f"--to: {iso(end)} is not after --from {iso(start)}")
     if not _LABEL.fullmatch(args.by) or args.by.startswith("__"):
@@ -251,13 +257,14 @@ def render(report: Report, fmt: str) -> str:
 
 def _write(output: Path, text: str) -> None:
     # Through a temporary file in the same folder: a failed run never leaves half a report behind.
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    # (open() rather than mkstemp: the report gets the usual permissions under the umask, not 0600.)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, output)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

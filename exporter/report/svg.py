@@ -14,6 +14,22 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 OTHER = "#999999"
 WIDTH, HEIGHT = 760, 300
 LEFT, RIGHT, TOP, BOTTOM = 70, 16, 16, 46
+LEGEND_COLUMNS = 3
+# Time-axis steps to choose from, seconds: the smallest giving at most MAX_TIME_TICKS labels is used.
+TIME_STEPS = (
+    3600,
+    7200,
+    10800,
+    21600,
+    43200,
+    86400,
+    2 * 86400,
+    7 * 86400,
+    14 * 86400,
+    30 * 86400,
+    91 * 86400,
+)
+MAX_TIME_TICKS = 7
 
 
 def nice_ticks(high: float, count: int = 5) -> list[float]:
@@ -36,7 +52,7 @@ def _label(value: float) -> str:
 
 
 def _frame(title: str, body: list[str], legend: list[tuple[str, str]], unit: str) -> str:
-    rows = max(1, math.ceil(len(legend) / 4))
+    rows = max(1, math.ceil(len(legend) / LEGEND_COLUMNS))
     height = HEIGHT + rows * 18
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" '
@@ -46,10 +62,11 @@ def _frame(title: str, body: list[str], legend: list[tuple[str, str]], unit: str
         *body,
     ]
     for index, (name, colour) in enumerate(legend):
-        x = LEFT + (index % 4) * 170
-        y = HEIGHT + 4 + (index // 4) * 18
+        x = LEFT + (index % LEGEND_COLUMNS) * 225
+        y = HEIGHT + 4 + (index // LEGEND_COLUMNS) * 18
+        shown = name if len(name) <= 34 else name[:33] + "…"
         parts.append(f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{x + 14}" y="{y}" class="legend">{escape(name[:24])}</text>')
+        parts.append(f'<text x="{x + 14}" y="{y}" class="legend">{escape(shown)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -118,6 +135,15 @@ def stacked_bars(title: str, buckets: Sequence[Bucket], top: int = 7) -> str:
     return _frame(title, body, legend, "kWh")
 
 
+def time_ticks(start: float, end: float) -> list[tuple[float, str]]:
+    """Round UTC times within [start, end] (whole hours or days) with their labels."""
+    span = max(end - start, 1.0)
+    step = next((s for s in TIME_STEPS if span / s <= MAX_TIME_TICKS), TIME_STEPS[-1])
+    fmt = "%m-%d" if step >= 86400 else "%m-%d %H:%M"
+    first = math.ceil(start / step) * step
+    return [(float(t), time.strftime(fmt, time.gmtime(t))) for t in range(int(first), int(end) + 1, step)]
+
+
 def lines(
     title: str,
     series: Sequence[ChartSeries],
@@ -136,12 +162,11 @@ def lines(
     span = max(end - start, 1.0)
     x_scale = (WIDTH - LEFT - RIGHT) / span
     body = _y_axis(ticks, y_scale)
-    for k in range(6):
-        t = start + span * k / 5
+    for t, label in time_ticks(start, end):
         x = LEFT + (t - start) * x_scale
+        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" class="grid"/>')
         body.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" class="tick" text-anchor="middle">'
-            f"{time.strftime('%m-%d %H:%M', time.gmtime(t))}</text>"
+            f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" class="tick" text-anchor="middle">{label}</text>'
         )
     if reference is not None:
         y = HEIGHT - BOTTOM - reference * y_scale
