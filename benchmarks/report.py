@@ -165,7 +165,7 @@ def render(
                 targets.append((f"{a.case}: {a.quantity} {a.target}", f"{a.error_pct:.2e} %", a.holds))
         out.append("")
     if targets:
-        out += ["## DESIGN.md section 7 targets", "", "| target | measured | holds |", "|---|---:|---|"]
+        out += ["## Design targets", "", "| target | measured | holds |", "|---|---:|---|"]
         out += [f"| {name} | {value} | {_holds(ok)} |" for name, value, ok in targets]
         out.append("")
     return "\n".join(out)

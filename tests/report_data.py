@@ -141,11 +141,11 @@ class _Node:
         self.instance = instance
         self.series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
 
-    def get(self, family: str, kind: str, **labels: str) -> _Series:
+    def get(self, family: str, metric_type: str, /, **labels: str) -> _Series:
         full = {"instance": self.instance, "job": "footprint", "cluster": CLUSTER[self.instance], **labels}
         key = (family, tuple(sorted(full.items())))
         if key not in self.series:
-            self.series[key] = _Series(family, kind, full)
+            self.series[key] = _Series(family, metric_type, full)
         return self.series[key]
 
     def add(self, family: str, value: float, **labels: str) -> None:
@@ -350,6 +350,14 @@ def _scrape(node: _Node, t: float) -> None:
             gauges[("footprint_gpu_up", (("gpu", gpu), ("uuid", f"GPU-gpu{gpu}")))] = up
     else:
         gauges[("footprint_gpu_up", (("gpu", "0"), ("uuid", "GPU-gpu0")))] = 1.0
+    if instance == B:
+        # GPU 1's failing reads, as the exporter states them: its source reports the failure, and the
+        # device's energy method is "none" while nothing is measured.
+        failing = GPU1_DOWN[0] < t <= GPU1_DOWN[1]
+        gauges[("footprint_source_up", (("source", "nvml"),))] = 0.0 if failing else 1.0
+        method = (("device", "GPU-gpu1"), ("kind", "gpu"), ("method", "none" if failing else "counter"))
+        reason = (("reason", "read_failed" if failing else ""),)
+        gauges[("footprint_device_energy_method_info", (*method, *reason))] = 1.0
     for (family, labels), value in gauges.items():
         node.get(family, "gauge", **dict(labels)).points.append((t, value))
 

@@ -170,7 +170,9 @@ def test_json_by_user_matches_the_truth(store: Store, tmp_path: Path) -> None:
     assert close(total["tokens"], store.truth.tokens)
     codes = {n["code"] for n in doc["quality"]["notes"]}
     assert {"world_average", "stale_intensity", "exporter_restart", "coverage_gap", "gpu_down"} <= codes
-    assert {"market_missing", "water_missing", "components_only"} <= codes
+    assert {"market_missing", "water_missing", "components_only", "source_down", "unmeasured_device"} <= codes
+    unmeasured = next(n for n in doc["quality"]["notes"] if n["code"] == "unmeasured_device")
+    assert unmeasured["instances"] == [data.B] and "GPU-gpu1 (read_failed)" in unmeasured["text"]
     coverage = doc["quality"]["coverage"]
     # node-a: no sample stored for an hour (steps of 5 minutes: 11 of 576 empty); node-b: all there.
     assert coverage[data.B] == 1.0 and 0.975 < coverage[data.A] < 0.985
