@@ -434,3 +434,19 @@ def test_bearer_token_is_sent_and_api_errors_are_one_line(
     assert (
         err == f"footprint-exporter report: error: Prometheus at {url} answered HTTP 422: query too expensive"
     )
+
+
+def test_days_cut_at_the_period_edges_add_up_to_the_total(store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "partial.json"
+    args = ["--prometheus.url", store.url, "--from", "2025-03-01T06:00:00Z", "--to", "2025-03-02T18:00:00Z"]
+    assert report_main([*args, "--by", "cluster", "--format", "json", "--output", str(out)], {}) == 0
+    doc = json.loads(out.read_text())
+    days = doc["daily"]
+    assert [(d["from"], d["to"]) for d in days] == [
+        ("2025-03-01T06:00:00Z", "2025-03-02T00:00:00Z"),
+        ("2025-03-02T00:00:00Z", "2025-03-02T18:00:00Z"),
+    ]
+    total = doc["total"]["energy_kwh"]
+    assert close(sum(sum(d["energy_kwh"].values()) for d in days), total)
+    # 36 hours of the 48: between 70% and 80% of the whole (the power changes by the hour).
+    assert 0.7 < total / (store.truth.total("energy_j") / KWH) < 0.8

@@ -286,7 +286,7 @@ def test_day_buckets_are_utc_days_clipped_to_the_period() -> None:
 
 def test_numbers_and_ticks() -> None:
     assert number(None) == "" and number(0.0) == "0" and number(12.5) == "12.5" and number(1e-10) == "0"
-    assert number(123456789.123) == "123456789.123"
+    assert number(123456789.123) == "123456789.123" and number(60000.0) == "60000"
     assert nice_ticks(23.0) == [0, 5, 10, 15, 20, 25]
     assert nice_ticks(27.5) == [0, 10, 20, 30]
     assert nice_ticks(0.0) == [0.0, 1.0]

@@ -114,8 +114,36 @@ class ReportBuilder:
         return ("instance",) if self.spec.by == "instance" else (self.spec.by, "instance")
 
     def _increase(self, metric: str, by: Sequence[str], start: float, end: float) -> list[Sample]:
-        promql = f"sum by ({', '.join(by)}) (increase({self.sel(metric)}[{_duration(end - start)}]))"
-        return self.api.query(promql, end)
+        return self._increase_each(metric, by, [(start, end)])[0]
+
+    def _increase_each(
+        self, metric: str, by: Sequence[str], buckets: Sequence[tuple[float, float]]
+    ) -> list[list[Sample]]:
+        """The increase by group in each bucket; a run of equal, adjacent buckets (whole days) is one
+        range query whose step is the bucket, so a month costs one query per counter, not thirty."""
+        results: list[list[Sample]] = [[] for _ in buckets]
+        first = 0
+        while first < len(buckets):
+            length = buckets[first][1] - buckets[first][0]
+            last = first
+            while (
+                last + 1 < len(buckets)
+                and abs(buckets[last + 1][1] - buckets[last + 1][0] - length) < 1e-6
+                and abs(buckets[last + 1][0] - buckets[last][1]) < 1e-6
+            ):
+                last += 1
+            promql = f"sum by ({', '.join(by)}) (increase({self.sel(metric)}[{_duration(length)}]))"
+            if last == first:
+                results[first] = self.api.query(promql, buckets[first][1])
+            else:
+                index = {round(buckets[k][1], 3): k for k in range(first, last + 1)}
+                for series in self.api.query_range(promql, buckets[first][1], buckets[last][1], length):
+                    for t, value in series.points:
+                        k = index.get(round(t, 3))
+                        if k is not None:
+                            results[k].append(Sample(series.labels, value))
+            first = last + 1
+        return results
 
     def _over_time(
         self, func: str, agg: str, metric: str, by: Sequence[str], window: float, extra: str = ""
@@ -125,33 +153,41 @@ class ReportBuilder:
 
     # Parts
 
-    def _parts(self, start: float, end: float, parts: Sequence[str]) -> Stored:
-        stored = Stored(workload=self.workload)
+    def _parts(self, buckets: Sequence[tuple[float, float]], parts: Sequence[str]) -> list[Stored]:
+        """For each bucket of time, the increases of the parts' counters (see Stored)."""
+        stored = [Stored(workload=self.workload) for _ in buckets]
         by = self._group_labels()
+
+        def keyed(samples: list[Sample]) -> dict[tuple[str, str], float]:
+            return {
+                (s.labels.get(self.spec.by, ""), s.labels.get("instance", "")): s.value
+                for s in samples
+                if not math.isnan(s.value)
+            }
+
         for part in parts:
             node_metric, process_metric = PARTS[part]
             if self.workload:
                 if process_metric:
-                    stored.parts[part] = {
-                        (s.labels.get(self.spec.by, ""), s.labels.get("instance", "")): s.value
-                        for s in self._increase(process_metric, by, start, end)
-                        if not math.isnan(s.value)
+                    for target, samples in zip(
+                        stored, self._increase_each(process_metric, by, buckets), strict=True
+                    ):
+                        target.parts[part] = keyed(samples)
+                for target, samples in zip(
+                    stored, self._increase_each(node_metric, ("instance",), buckets), strict=True
+                ):
+                    values = {
+                        s.labels.get("instance", ""): s.value for s in samples if not math.isnan(s.value)
                     }
-                stored.node[part] = {
-                    s.labels.get("instance", ""): s.value
-                    for s in self._increase(node_metric, ("instance",), start, end)
-                    if not math.isnan(s.value)
-                }
-                if not stored.node[part]:
-                    del stored.node[part]
+                    if values:
+                        target.node[part] = values
             else:
-                values = {
-                    (s.labels.get(self.spec.by, ""), s.labels.get("instance", "")): s.value
-                    for s in self._increase(node_metric, by, start, end)
-                    if not math.isnan(s.value)
-                }
-                if values:
-                    stored.parts[part] = values
+                for target, samples in zip(
+                    stored, self._increase_each(node_metric, by, buckets), strict=True
+                ):
+                    grouped = keyed(samples)
+                    if grouped:
+                        target.parts[part] = grouped
         return stored
 
     # The whole report
@@ -168,7 +204,7 @@ class ReportBuilder:
             end = now
             self.spec = spec = ReportSpec(spec.by, spec.start, end, spec.match)
         window = end - spec.start
-        stored = self._parts(spec.start, end, tuple(PARTS))
+        stored = self._parts([(spec.start, end)], tuple(PARTS))[0]
         instance_notes: dict[str, set[str]] = defaultdict(set)
         stored.instance_notes = instance_notes
 
@@ -218,7 +254,7 @@ class ReportBuilder:
         intervals = [window / s.value for s in counts if s.value > 0]
         # Twice the scrape interval at least, so that jitter never makes an empty step out of a regular
         # scrape; five minutes at least (Prometheus' own staleness window); at most 2000 steps.
-        step = max(300.0, window / 2000.0, 2 * min(intervals, default=0.0))
+        step = min(window, max(300.0, window / 2000.0, 2 * min(intervals, default=0.0)))
         steps = max(1, math.floor(window / step))
         promql = (
             f"sum by (instance) (count_over_time({self.sel('footprint_samples_total')}[{_duration(step)}]))"
@@ -586,15 +622,14 @@ class ReportBuilder:
         return notes
 
     def _daily(self, start: float, end: float) -> list[Bucket]:
-        buckets = []
-        for lo, hi in day_buckets(start, end):
-            stored = self._parts(lo, hi, ENERGY_PARTS)
-            energy = {}
-            for row in build_rows(stored):
-                if row.figures.energy_kwh is not None:
-                    energy[row.group] = row.figures.energy_kwh
-            buckets.append(Bucket(lo, hi, energy))
-        return buckets
+        buckets = day_buckets(start, end)
+        out = []
+        for (lo, hi), stored in zip(buckets, self._parts(buckets, ENERGY_PARTS), strict=True):
+            energy = {
+                r.group: r.figures.energy_kwh for r in build_rows(stored) if r.figures.energy_kwh is not None
+            }
+            out.append(Bucket(lo, hi, energy))
+        return out
 
     def _lines(self, promql: str, step: float, name: Callable[[dict[str, str]], str]) -> list[ChartSeries]:
         start, end = self.spec.start, self.spec.end

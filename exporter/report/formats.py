@@ -44,6 +44,8 @@ def number(value: float | None) -> str:
     rounded = round(value, 9)
     if rounded == 0:
         return "0"
+    if rounded.is_integer():
+        return str(int(rounded))
     # The shortest decimal that reads back as the same float, written out without an exponent.
     return format(Decimal(repr(rounded)), "f")
 
