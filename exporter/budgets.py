@@ -15,7 +15,8 @@ import yaml
 
 from exporter import catalogue
 from exporter.durations import parse_duration
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, shown
+from exporter.yaml_input import read_yaml
 
 DEFAULT_BUDGETS = Path("prometheus/budgets.yml")
 DEFAULT_RULES_OUT = Path("prometheus/rules/budgets.rules.yml")
@@ -35,6 +36,7 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _BUDGET_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
 _MIN_PERIOD_S = 86400.0
+_MAX_GRAMS = 1e15  # a billion tonnes: more than any budget
 _MAX_PERIOD_S = 366 * 86400.0
 
 _BUDGET_KEYS = {"name", "selector", "period", "grams", "description", "labels"}
@@ -272,10 +274,12 @@ def _parse_budget(index: int, raw: Any) -> Budget:
     if (
         isinstance(grams, bool)
         or not isinstance(grams, int | float)
-        or not math.isfinite(grams)
-        or grams <= 0
+        or (isinstance(grams, float) and not math.isfinite(grams))  # an int of 400 digits has no float
+        or not 0 < grams <= _MAX_GRAMS
     ):
-        raise ConfigError(f"{where}.grams", f"must be a positive number of grams CO2e, got {grams!r}")
+        raise ConfigError(
+            f"{where}.grams", f"must be a positive number of grams CO2e up to 1e15, got {shown(grams)}"
+        )
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"{where}.description", "must be a string")
@@ -303,15 +307,8 @@ def _parse_budget(index: int, raw: Any) -> Budget:
 
 
 def load_budgets(path: Path) -> BudgetFile:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), f"not valid YAML: {exc}") from None
-    return parse_budgets(data)
+    # Bounded like the exporter's own configuration: size, UTF-8, depth, no anchors or aliases.
+    return parse_budgets(read_yaml(str(path), str(path)))
 
 
 # --------------------------------------------------------------------------------------------- the math
@@ -703,8 +700,8 @@ def main(argv: list[str]) -> int:
     try:
         bf = load_budgets(args.budgets)
     except ConfigError as exc:
-        # A file that cannot be read already names itself in the message.
-        print(str(exc) if exc.key == str(args.budgets) else f"{args.budgets}: {exc}", file=sys.stderr)
+        # A file that cannot be read (or parsed) is named in the problem itself: say it once.
+        print(exc.problem if exc.key == str(args.budgets) else f"{args.budgets}: {exc}", file=sys.stderr)
         return 2
     rules_text, grafana_text = render_files(bf, args.budgets.name)
     outputs = ((args.rules_out, rules_text), (args.grafana_out, grafana_text))

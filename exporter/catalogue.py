@@ -110,6 +110,14 @@ _SPECS = [
         "process",
     ),
     MetricSpec(
+        "footprint_process_gpu_market_emissions_grams_total",
+        "counter",
+        PROCESS_GPU,
+        "Market-based Scope 2 CO2e in grams (carbon.market: instruments, supplier factor, residual mix; PUE "
+        "included) attributed to a process's GPU use (only with carbon.market).",
+        "process",
+    ),
+    MetricSpec(
         "footprint_process_gpu_embodied_emissions_grams_total",
         "counter",
         PROCESS_GPU,
@@ -121,6 +129,13 @@ _SPECS = [
         "counter",
         WORKLOAD,
         "Operational CO2e in grams attributed to a process's CPU use.",
+        "process",
+    ),
+    MetricSpec(
+        "footprint_process_cpu_market_emissions_grams_total",
+        "counter",
+        WORKLOAD,
+        "Market-based Scope 2 CO2e in grams attributed to a process's CPU use (only with carbon.market).",
         "process",
     ),
     MetricSpec(
@@ -213,22 +228,41 @@ _SPECS = [
     MetricSpec(
         "footprint_grid_carbon_intensity_grams_per_kwh",
         "gauge",
-        ("zone", "provider", "signal"),
-        "Grid carbon intensity in use now, grams CO2e per kWh; signal is average or marginal.",
+        ("zone", "provider", "signal", "basis"),
+        "Grid carbon intensity in use now, grams CO2e per kWh; signal is average or marginal, basis the "
+        "emission-factor basis (lifecycle or direct) of the whole chain.",
         "carbon",
     ),
     MetricSpec(
         "footprint_carbon_intensity_age_seconds",
         "gauge",
         ("zone", "provider"),
-        "Age in seconds of the carbon intensity in use.",
+        "Age in seconds of the carbon intensity in use, from the data's own time (for data without a "
+        "time, from the last refresh that confirmed it; 0 for a static figure).",
+        "carbon",
+    ),
+    MetricSpec(
+        "footprint_carbon_intensity_timestamp_seconds",
+        "gauge",
+        ("zone", "provider", "signal"),
+        "The data's own time of the intensity in use (start of the period it describes; the embedded "
+        "table's: the end of its year), seconds since the epoch; absent when the data has no time.",
+        "carbon",
+    ),
+    MetricSpec(
+        "footprint_carbon_intensity_estimated",
+        "gauge",
+        ("zone", "provider", "signal"),
+        "1 if the intensity in use is an estimate or forecast, 0 if measured; absent when the provider "
+        "does not say.",
         "carbon",
     ),
     MetricSpec(
         "footprint_carbon_intensity_info",
         "info",
-        ("zone", "provider", "signal", "source", "year"),
-        "Where the intensity in use comes from (data source and year for the embedded table).",
+        ("zone", "provider", "signal", "basis", "source", "year", "via"),
+        "Where the intensity in use comes from: data source, the year it describes, and via=central when "
+        "relayed by a central exporter (provider then names the central instance's provider).",
         "carbon",
     ),
     MetricSpec(
@@ -242,8 +276,8 @@ _SPECS = [
         "footprint_carbon_provider_errors_total",
         "counter",
         ("provider", "kind"),
-        "Failed provider refreshes by kind (timeout, connection, http_4xx, http_429, http_5xx, "
-        "malformed, auth).",
+        "Failed provider refreshes and refused values by kind (timeout, connection, http_4xx, http_429, "
+        "http_5xx, malformed, auth, implausible, basis).",
         "carbon",
     ),
     MetricSpec(
@@ -264,6 +298,14 @@ _SPECS = [
         "footprint_pue_ratio", "gauge", (), "Power usage effectiveness applied to every emission.", "carbon"
     ),
     MetricSpec(
+        "footprint_emission_factor",
+        "gauge",
+        ("kind", "name", "unit", "basis", "source", "year"),
+        "A fixed factor the figures use (PUE, WUE, embedded grid fallback, market instruments, supplier "
+        "and residual factors, embodied figures), with its source and the year it describes.",
+        "carbon",
+    ),
+    MetricSpec(
         "footprint_gpu_emissions_grams_total",
         "counter",
         GPU,
@@ -278,6 +320,14 @@ _SPECS = [
         "carbon",
     ),
     MetricSpec(
+        "footprint_gpu_market_emissions_grams_total",
+        "counter",
+        GPU,
+        "Market-based Scope 2 CO2e in grams of the GPU: contractual instruments, then the supplier factor "
+        "or residual mix, PUE included (only with carbon.market).",
+        "carbon",
+    ),
+    MetricSpec(
         "footprint_cpu_emissions_grams_total",
         "counter",
         ("package",),
@@ -289,6 +339,13 @@ _SPECS = [
         "counter",
         ("package",),
         "Operational CO2e in grams of the CPU package, marginal signal.",
+        "carbon",
+    ),
+    MetricSpec(
+        "footprint_cpu_market_emissions_grams_total",
+        "counter",
+        ("package",),
+        "Market-based Scope 2 CO2e in grams of the CPU package (only with carbon.market).",
         "carbon",
     ),
     MetricSpec(

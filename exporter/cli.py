@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from exporter.carbon.config import CarbonConfig, parse_carbon_config
 from exporter.collector import SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
 from exporter.errors import ConfigError
@@ -23,7 +25,7 @@ from exporter.landing import render_landing
 from exporter.sampler import Attribution, Sampler
 from exporter.sources import CpuSource, GpuSource, NodeSource, SourceUnavailable
 from exporter.state import StateFile
-from exporter.web import load_web_config, serve
+from exporter.web import WebConfig, load_web_config, serve
 
 if TYPE_CHECKING:
     from exporter.carbon.service import CarbonService
@@ -78,7 +80,9 @@ def build_gpu_source(cfg: Config) -> GpuSource | None:
     from exporter.sources.nvml import NvmlGpuSource
 
     try:
-        return NvmlGpuSource(procfs_root=cfg["path.procfs"])
+        return NvmlGpuSource(
+            procfs_root=cfg["path.procfs"], nvml_sample_period_s=cfg["attribution.nvml-sample-period"]
+        )
     except SourceUnavailable as exc:
         if mode == "nvml":
             raise SourceUnavailable(exc.kind, f"source.gpu: {exc}") from None
@@ -171,7 +175,7 @@ def build_node_poller(cfg: Config) -> NodePoller | None:
 
 
 def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
-    from exporter.attribution import AttributionPolicy
+    from exporter.attribution import AttributionPolicy, CpuIdlePolicy
     from exporter.ledger import ProcessLedger
     from exporter.sources.processes import ProcessCpuTimes
     from exporter.workload import WorkloadResolver, kubelet_pod_lister
@@ -193,27 +197,85 @@ def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
         gpu_ledger=ledger(),
         cpu_ledger=ledger(),
         cpu_times=ProcessCpuTimes(cfg["path.procfs"]) if cfg["attribution.cpu"] else None,
+        cpu_idle=CpuIdlePolicy(
+            cfg["attribution.cpu-idle"],
+            cfg["attribution.cpu-package-idle-watts"],
+            cfg["attribution.cpu-dram-idle-watts"],
+        ),
     )
 
 
+def _hold_log() -> tuple[logging.Handler, logging.handlers.MemoryHandler]:
+    """Hold log records back until start-up is known to succeed.
+
+    A start that fails prints exactly one line; a start that succeeds logs what it found, in order.
+    """
+    root = logging.getLogger()
+    target = root.handlers[0]
+    held = logging.handlers.MemoryHandler(
+        capacity=10_000, flushLevel=logging.CRITICAL + 1, target=target, flushOnClose=False
+    )
+    root.handlers[:] = [held]
+    return target, held
+
+
+def _release_log(target: logging.Handler, held: logging.handlers.MemoryHandler, keep: bool) -> None:
+    logging.getLogger().handlers[:] = [target]
+    if keep:
+        held.flush()
+    held.buffer.clear()
+    held.close()
+
+
+def sampler_health(
+    sampler: Sampler,
+    thread: threading.Thread,
+    stop: threading.Event,
+    interval: float,
+    clock: Callable[[], float] = time.time,
+) -> Callable[[], tuple[bool, str]]:
+    """/healthz: unhealthy at once when the sampler thread has died, within 3 intervals (+5 s) when stuck."""
+
+    def healthy() -> tuple[bool, str]:
+        if thread.ident is not None and not thread.is_alive() and not stop.is_set():
+            return False, "sampler thread has stopped"
+        age = clock() - sampler.snapshot.timestamp
+        if age >= 3 * interval + 5:
+            return False, f"sampler stalled: last snapshot {age:.0f}s old"
+        return True, "ok"
+
+    return healthy
+
+
+def check_settings(cfg: Config) -> tuple[CarbonConfig, WebConfig, str, int]:
+    """Everything start-up reads besides the sources, checked: ConfigError naming the key otherwise."""
+    carbon_cfg = parse_carbon_config(cfg.carbon_raw)
+    web = load_web_config(cfg["web.config.file"])
+    host, port = parse_listen_address(cfg["web.listen-address"])
+    return carbon_cfg, web, host, port
+
+
 def run_exporter(argv: Sequence[str]) -> int:
+    gpu_source: GpuSource | None = None
     try:
         cfg = load_config(argv)
         setup_logging(cfg["log.level"], cfg["log.format"])
-        from exporter.carbon.config import parse_carbon_config
-
-        carbon_cfg = parse_carbon_config(cfg.carbon_raw)
-        web = load_web_config(cfg["web.config.file"])
-        host, port = parse_listen_address(cfg["web.listen-address"])
-        node = build_node_poller(cfg)  # first: its credential errors must be the only line printed
-        gpu_source = build_gpu_source(cfg)
-        cpu_source = build_cpu_source(cfg)
-    except ConfigError as exc:
+        target, held = _hold_log()
+        try:
+            carbon_cfg, web, host, port = check_settings(cfg)
+            node = build_node_poller(cfg)  # first: its credential errors must be the only line printed
+            gpu_source = build_gpu_source(cfg)
+            cpu_source = build_cpu_source(cfg)
+        except BaseException:
+            _release_log(target, held, keep=False)
+            raise
+        _release_log(target, held, keep=True)
+    except (ConfigError, SourceUnavailable) as exc:
+        # Nothing half-started: a source that did open is closed again.
+        if gpu_source is not None:
+            gpu_source.close()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except SourceUnavailable as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ConfigError) else 1
 
     from exporter.carbon.service import CarbonService
 
@@ -239,31 +301,47 @@ def run_exporter(argv: Sequence[str]) -> int:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: sampler.snapshot))
     interval = cfg["sample.interval"]
+    stop = threading.Event()
+    # Created now so that /healthz can ask it; started once everything else is up. on_tick is
+    # looked up when the thread starts.
+    sampler_thread = threading.Thread(target=lambda: sampler.run(stop, on_tick), name="sampler", daemon=True)
 
-    def healthy() -> tuple[bool, str]:
-        age = time.time() - sampler.snapshot.timestamp
-        return (
-            (True, "ok")
-            if age < 3 * interval + 5
-            else (False, f"sampler stalled: last snapshot {age:.0f}s old")
-        )
+    healthy = sampler_health(sampler, sampler_thread, stop, interval)
+
+    from exporter.carbon import central
+
+    def carbon_json() -> tuple[bytes, str]:
+        # Read from the sampler's snapshot, like /metrics: the values this exporter accounts with.
+        doc = central.payload(carbon.zone, sampler.snapshot.intensities, time.time())
+        return json.dumps(doc).encode(), "application/json"
 
     started_at = time.time()
 
-    def landing() -> bytes:
-        return render_landing(sampler.snapshot, cfg["web.telemetry-path"], started_at)
+    def landing() -> tuple[bytes, str]:
+        return render_landing(
+            sampler.snapshot, cfg["web.telemetry-path"], started_at
+        ), "text/html; charset=utf-8"
 
     try:
-        server = serve(host, port, registry, web, cfg["web.telemetry-path"], healthy, landing)
+        server = serve(
+            host,
+            port,
+            registry,
+            web,
+            cfg["web.telemetry-path"],
+            healthy,
+            routes={central.PATH: carbon_json, "/": landing},
+        )
     except OSError as exc:
+        for source in (gpu_source, cpu_source):
+            if source is not None:
+                source.close()
         print(
             f"{PROG}: error: web.listen-address: cannot listen on {cfg['web.listen-address']}: "
             f"{exc.strerror or exc}",
             file=sys.stderr,
         )
         return 1
-
-    stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -279,7 +357,7 @@ def run_exporter(argv: Sequence[str]) -> int:
             state.save(sampler.dump_state())
             sampler.state_saves += 1
             sampler.last_state_save = time.time()
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:
             sampler.state_save_errors += 1
             log.error("cannot save state to %s: %s", state.path, exc)
 
@@ -293,7 +371,6 @@ def run_exporter(argv: Sequence[str]) -> int:
     carbon.start()
     if node is not None:
         node.start()  # the BMC is slow: read on its own thread, never from a tick or a scrape
-    sampler_thread = threading.Thread(target=sampler.run, args=(stop, on_tick), name="sampler", daemon=True)
     sampler_thread.start()
     from exporter.carbon.status import startup_summary
 
@@ -311,18 +388,27 @@ def run_exporter(argv: Sequence[str]) -> int:
         "on" if web.users else "off",
     )
     stop.wait()
-    sampler_thread.join(timeout=max(5.0, 3 * interval))
-    save_state()  # after the sampler stopped, so the file holds the final totals
-    if node is not None:
-        node.stop()  # ends our Redfish session on the BMC
-    carbon.stop()
-    server.shutdown()
-    server.server_close()
-    for source in (gpu_source, cpu_source):
-        if source is not None:
-            source.close()
+    # A tick under way finishes first (at most a slow read); the wait is bounded so that a hung
+    # source cannot keep the exporter past its stop grace period (systemd, Kubernetes: 30 s).
+    sampler_thread.join(timeout=min(max(5.0, 3 * interval), 20.0))
+    failed = False
+    steps: tuple[tuple[str, Callable[[], object]], ...] = (
+        ("save the state", save_state),  # after the sampler stopped: the file holds the final totals
+        *((("end the node source's BMC session", node.stop),) if node is not None else ()),
+        ("stop the carbon service", carbon.stop),
+        ("stop the HTTP server", server.shutdown),
+        ("close the HTTP socket", server.server_close),
+        *((f"close the {s.name} source", s.close) for s in (gpu_source, cpu_source) if s is not None),
+    )
+    for what, step in steps:
+        # Every step runs whatever an earlier one did: a failure is one log line, never a traceback.
+        try:
+            step()
+        except Exception as exc:
+            failed = True
+            log.error("shutdown: cannot %s: %s: %s", what, type(exc).__name__, exc)
     log.info("stopped")
-    return 0
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -343,7 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.validate_gpu.main import main as validate_main
 
         return validate_main(args[1:])
-    return run_exporter(args)
+    try:
+        return run_exporter(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before the signal handlers are in place (while a large trace loads): no traceback.
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -101,6 +101,8 @@ class SnapshotCollector(Collector):
                 f.add("footprint_gpu_embodied_emissions_grams_total", gl, g.embodied_emissions_g_total)
             if g.marginal_emissions_g_total is not None:
                 f.add("footprint_gpu_marginal_emissions_grams_total", gl, g.marginal_emissions_g_total)
+            if g.market_emissions_g_total is not None:
+                f.add("footprint_gpu_market_emissions_grams_total", gl, g.market_emissions_g_total)
 
         for p in snap.gpu_processes:
             labels = [p.gpu_index, p.gpu_uuid, *_workload_labels(p)]
@@ -119,12 +121,20 @@ class SnapshotCollector(Collector):
                     labels,
                     p.marginal_emissions_g_total,
                 )
+            if p.market_emissions_g_total is not None:
+                f.add(
+                    "footprint_process_gpu_market_emissions_grams_total", labels, p.market_emissions_g_total
+                )
         for p in snap.cpu_processes:
             labels = _workload_labels(p)
             f.add("footprint_process_cpu_energy_joules_total", labels, p.energy_j_total)
             f.add("footprint_process_cpu_power_watts", labels, p.power_w)
             if snap.intensities:
                 f.add("footprint_process_cpu_emissions_grams_total", labels, p.emissions_g_total)
+            if p.market_emissions_g_total is not None:
+                f.add(
+                    "footprint_process_cpu_market_emissions_grams_total", labels, p.market_emissions_g_total
+                )
 
         for c in snap.cpus:
             cr = c.reading
@@ -140,17 +150,20 @@ class SnapshotCollector(Collector):
                 f.add(
                     "footprint_cpu_marginal_emissions_grams_total", [cr.package], c.marginal_emissions_g_total
                 )
+            if c.market_emissions_g_total is not None:
+                f.add("footprint_cpu_market_emissions_grams_total", [cr.package], c.market_emissions_g_total)
 
         if snap.node is not None:
             _add_node(f, snap.node)
 
         for i in snap.intensities:
-            f.add(
-                "footprint_grid_carbon_intensity_grams_per_kwh",
-                [i.zone, i.provider, i.signal],
-                i.grams_per_kwh,
-            )
-            f.add("footprint_carbon_intensity_info", [i.zone, i.provider, i.signal, i.source, i.year], 1)
+            il = [i.zone, i.provider, i.signal]
+            f.add("footprint_grid_carbon_intensity_grams_per_kwh", [*il, i.basis], i.grams_per_kwh)
+            f.add("footprint_carbon_intensity_info", [*il, i.basis, i.source, i.year, i.via], 1)
+            if i.observed_at is not None:
+                f.add("footprint_carbon_intensity_timestamp_seconds", il, i.observed_at)
+            if i.estimated is not None:
+                f.add("footprint_carbon_intensity_estimated", il, 1 if i.estimated else 0)
             if i.signal == "average" or not any(
                 x.signal == "average" and x.provider == i.provider for x in snap.intensities
             ):
@@ -165,6 +178,12 @@ class SnapshotCollector(Collector):
             f.add("footprint_carbon_forecast_min_timestamp_seconds", labels, fc.min_timestamp_s)
         if snap.intensities:
             f.add("footprint_pue_ratio", [], snap.pue)
+        for ef in snap.emission_factors:
+            f.add(
+                "footprint_emission_factor",
+                [ef.kind, ef.name, ef.unit, ef.basis, ef.source, ef.year],
+                ef.value,
+            )
         if snap.node_embodied_emissions_g_total is not None:
             f.add("footprint_node_embodied_emissions_grams_total", [], snap.node_embodied_emissions_g_total)
         if snap.water_litres_total is not None:

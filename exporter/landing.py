@@ -66,7 +66,9 @@ def node_totals(snap: Snapshot) -> Totals:
             emissions += snap.node.unmetered_emissions_g_total
         node_power = snap.node.power_w if snap.node.fresh else None
     # Market-based counters exist only with carbon.market; a device without one leaves the sum undefined.
-    market_parts = [getattr(x, "market_emissions_g_total", None) for x in (*snap.gpus, *snap.cpus)]
+    market_parts = [g.market_emissions_g_total for g in snap.gpus] + [
+        c.market_emissions_g_total for c in snap.cpus
+    ]
     market = None
     if market_parts and all(m is not None for m in market_parts):
         market = sum(float(m) for m in market_parts if m is not None)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 class GpuProcessSample:
     """A process holding a GPU, as a source saw it during one read.
 
-    ``sm_util`` is the process' SM utilisation (0-1) averaged over the samples newer than the
-    previous read, or None when the source has no per-process utilisation (then attribution splits
-    equally). ``cgroup`` is the process' cgroup path when the source knows it (replay traces carry
-    it); live sources leave it None and the workload resolver reads /proc.
+    ``sm_util`` is the process' SM utilisation (0-1) to weigh it by in this interval (from NVML:
+    see attribution.UtilisationWindow), or None when no process on the GPU has any (then
+    attribution splits equally). ``cgroup`` is the process' cgroup path when the source knows it
+    (replay traces carry it); live sources leave it None and the workload resolver reads /proc.
     """
 
     pid: int
@@ -93,6 +93,8 @@ class GpuState:
     emissions_g_total: float = 0.0
     marginal_emissions_g_total: float | None = None
     embodied_emissions_g_total: float = 0.0
+    # Market-based Scope 2 (only with carbon.market configured).
+    market_emissions_g_total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,7 @@ class ProcessState:
     emissions_g_total: float = 0.0
     marginal_emissions_g_total: float | None = None
     embodied_emissions_g_total: float = 0.0
+    market_emissions_g_total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class CpuState:
     unattributed_energy_j_total: float = 0.0
     emissions_g_total: float = 0.0
     marginal_emissions_g_total: float | None = None
+    market_emissions_g_total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +140,17 @@ class IntensityState:
     signal: str  # "average" or "marginal"
     grams_per_kwh: float
     age_s: float
-    # Where the value came from when it is the embedded table: its source and year (else "").
+    # Where the value comes from (the embedded table's row, or the API) and the year it describes.
     source: str = ""
     year: str = ""
+    basis: str = "lifecycle"  # emission-factor basis: "lifecycle" or "direct"
+    # The data's own time (the start of the period the value describes; for the embedded table the
+    # end of its year); None when the data has none.
+    observed_at: float | None = None
+    # For data without a time: when a refresh last confirmed it (None with observed_at: timeless).
+    confirmed_at: float | None = None
+    estimated: bool | None = None  # True: estimate or forecast; False: measured; None: not said
+    via: str = ""  # "central" when relayed by a central exporter; provider then names the origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +159,19 @@ class ProviderState:
     up: bool
     errors_total: dict[str, int] = field(default_factory=dict)  # by kind: timeout, http_429, ...
     last_success_timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmissionFactor:
+    """A factor the figures are computed with, where it comes from and the year it describes."""
+
+    kind: str  # pue, wue, grid_fallback, market_instrument, market_supplier, market_residual, embodied_*
+    name: str
+    value: float
+    unit: str
+    basis: str = ""
+    source: str = ""
+    year: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +199,7 @@ class Snapshot:
     intensities: tuple[IntensityState, ...] = ()
     providers: tuple[ProviderState, ...] = ()
     forecasts: tuple[ForecastState, ...] = ()
+    emission_factors: tuple[EmissionFactor, ...] = ()
     pue: float = 1.0
     water_litres_total: float | None = None
     node_embodied_emissions_g_total: float | None = None

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.attribution import (
     AttributionPolicy,
+    CpuIdleLearner,
+    CpuIdlePolicy,
     IdleBaselineLearner,
     attribute_cpu_energy,
     attribute_gpu_energy,
@@ -47,10 +49,15 @@ class _Totals:
     grams: float = 0.0
     marginal_grams: float | None = None
     embodied_grams: float = 0.0
+    market_grams: float | None = None
 
     def add_marginal(self, grams: float | None) -> None:
         if grams is not None:
             self.marginal_grams = (self.marginal_grams or 0.0) + grams
+
+    def add_market(self, grams: float | None) -> None:
+        if grams is not None:
+            self.market_grams = (self.market_grams or 0.0) + grams
 
     def dump(self) -> dict[str, float | None]:
         return {
@@ -59,15 +66,15 @@ class _Totals:
             "grams": self.grams,
             "marginal_grams": self.marginal_grams,
             "embodied_grams": self.embodied_grams,
+            "market_grams": self.market_grams,
         }
 
     @classmethod
     def load(cls, raw: Any) -> _Totals:
         if not isinstance(raw, dict):
             raise ValueError("totals must be an object")
-        values = {
-            k: raw.get(k) for k in ("energy_j", "unattributed_j", "grams", "marginal_grams", "embodied_grams")
-        }
+        names = ("energy_j", "unattributed_j", "grams", "marginal_grams", "embodied_grams", "market_grams")
+        values = {k: raw.get(k) for k in names}
         for key, value in values.items():
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float) or value < 0
@@ -79,6 +86,7 @@ class _Totals:
             float(values["grams"] or 0.0),
             None if values["marginal_grams"] is None else float(values["marginal_grams"]),
             float(values["embodied_grams"] or 0.0),
+            None if values["market_grams"] is None else float(values["market_grams"]),
         )
 
 
@@ -92,6 +100,8 @@ class Attribution:
     cpu_ledger: ProcessLedger
     cpu_times: ProcessCpuTimes | None = None
     learners: dict[str, IdleBaselineLearner] = field(default_factory=dict)
+    cpu_idle: CpuIdlePolicy = field(default_factory=CpuIdlePolicy)
+    cpu_learners: dict[str, CpuIdleLearner] = field(default_factory=dict)
 
 
 @dataclass
@@ -199,23 +209,24 @@ class Sampler:
         counters.duration_s = time.perf_counter() - started
         return result
 
-    def _factors(self, wall: float, dt: float) -> tuple[float, float | None]:
-        """Grams per joule during the interval just ended, average and marginal (PUE included)."""
+    def _factors(self, wall: float, dt: float) -> tuple[float, float | None, float | None]:
+        """Grams per joule during the interval just ended: average, marginal, market (PUE included)."""
         if self.carbon is None or dt <= 0 or self._last_wall is None:
-            return 0.0, None
+            return 0.0, None, None
         pue = self.carbon.pue
         average = operational_grams(1.0, self.carbon.segments("average", self._last_wall, wall), pue)
         marginal: float | None = None
         if self.carbon.has_marginal:
             segments = self.carbon.segments("marginal", self._last_wall, wall)
             marginal = operational_grams(1.0, segments, pue) if segments else None
-        return average, marginal
+        market = self.carbon.market
+        return average, marginal, None if market is None else market.grams(1.0, self._last_wall, wall, pue)
 
     def tick(self) -> Snapshot:
         started = time.perf_counter()
         now, wall = self.clock(), self.wall_clock()
         dt = 0.0 if self._last_now is None else max(0.0, now - self._last_now)
-        g_per_j, marginal_per_j = self._factors(wall, dt)
+        g_per_j, marginal_per_j, market_per_j = self._factors(wall, dt)
         att = self.attribution
         total_delta = 0.0
 
@@ -237,7 +248,7 @@ class Sampler:
                     key = _gpu_key(reading)
                     seen.add(key)
                     self._gpu_last[key] = reading
-                    total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j)
+                    total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j, market_per_j)
             for uuid, last in self._gpu_last.items():
                 if uuid not in seen:  # whole source failed: keep counters, mark the GPU down
                     self._gpu_last[uuid] = _down(last, "source failed")
@@ -250,6 +261,7 @@ class Sampler:
                         totals.grams,
                         totals.marginal_grams,
                         totals.embodied_grams,
+                        totals.market_grams,
                     )
                 )
 
@@ -263,10 +275,14 @@ class Sampler:
                 tracker = self._cpu_trackers.setdefault(c.package, EnergyTracker())
                 deltas[c.package] = tracker.update(now, c.energy_j, c.power_w)
                 self._cpu_last[c.package] = c
-            total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j)
+            total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j, market_per_j)
             for pkg, cpu_last in self._cpu_last.items():
                 t = self._cpu_totals.setdefault(pkg, _Totals())
-                cpu_states.append(CpuState(cpu_last, t.energy_j, t.unattributed_j, t.grams, t.marginal_grams))
+                cpu_states.append(
+                    CpuState(
+                        cpu_last, t.energy_j, t.unattributed_j, t.grams, t.marginal_grams, t.market_grams
+                    )
+                )
 
         carbon = self.carbon
         node = self._account_node(now, wall, total_delta) if self.node is not None else None
@@ -304,6 +320,7 @@ class Sampler:
             intensities=carbon.intensities() if carbon else (),
             providers=carbon.providers() if carbon else (),
             forecasts=carbon.forecasts() if carbon else (),
+            emission_factors=carbon.emission_factors() if carbon else (),
             pue=carbon.pue if carbon else 1.0,
             water_litres_total=self._water_litres,
             node_embodied_emissions_g_total=self._node_embodied,
@@ -350,7 +367,13 @@ class Sampler:
         )
 
     def _account_gpu(
-        self, reading: GpuReading, now: float, dt: float, g_per_j: float, marginal_per_j: float | None
+        self,
+        reading: GpuReading,
+        now: float,
+        dt: float,
+        g_per_j: float,
+        marginal_per_j: float | None,
+        market_per_j: float | None = None,
     ) -> float:
         key = _gpu_key(reading)
         totals = self._gpu_totals.setdefault(key, _Totals())
@@ -365,6 +388,7 @@ class Sampler:
         totals.energy_j += delta
         totals.grams += delta * g_per_j
         totals.add_marginal(marginal)
+        totals.add_market(None if market_per_j is None else delta * market_per_j)
         totals.embodied_grams += embodied
 
         att = self.attribution
@@ -393,43 +417,87 @@ class Sampler:
                 grams=joules * g_per_j,
                 marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
                 embodied_grams=embodied * frac,
+                market_grams=None if market_per_j is None else joules * market_per_j,
             )
         return delta
 
     def _account_cpu(
-        self, deltas: dict[str, float], now: float, dt: float, g_per_j: float, marginal_per_j: float | None
+        self,
+        deltas: dict[str, float],
+        now: float,
+        dt: float,
+        g_per_j: float,
+        marginal_per_j: float | None,
+        market_per_j: float | None = None,
     ) -> float:
-        total = sum(deltas.values())
-        unattributed = total
+        unattributed = dict(deltas)
         att = self.attribution
-        if att is not None and att.cpu_times is not None and dt > 0:
+        if att is not None and att.cpu_times is not None:
+            # Read on every tick, the first too: the first read is the baseline of the second interval.
             usage, busy = att.cpu_times.read()
-            keys = list(usage)
-            shares, unattributed = attribute_cpu_energy(total, [usage[k][0] for k in keys], busy)
-            for (pid, start), joules in zip(keys, shares, strict=True):
-                if joules <= 0:
-                    continue
-                _, comm, user = usage[(pid, start)]
-                workload = att.resolver.resolve(pid, start, comm, user)
-                att.cpu_ledger.add(
-                    "",
-                    "",
-                    pid,
-                    start,
-                    workload,
-                    joules,
-                    dt,
-                    now,
-                    grams=joules * g_per_j,
-                    marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
+            if dt > 0:
+                unattributed = self._attribute_cpu(
+                    att, deltas, usage, busy, now, dt, g_per_j, marginal_per_j, market_per_j
                 )
         for pkg, delta in deltas.items():
             totals = self._cpu_totals.setdefault(pkg, _Totals())
             totals.energy_j += delta
-            totals.unattributed_j += unattributed * (delta / total) if total > 0 else 0.0
+            totals.unattributed_j += unattributed[pkg]
             totals.grams += delta * g_per_j
             totals.add_marginal(None if marginal_per_j is None else delta * marginal_per_j)
-        return total
+            totals.add_market(None if market_per_j is None else delta * market_per_j)
+        return sum(deltas.values())
+
+    def _attribute_cpu(
+        self,
+        att: Attribution,
+        deltas: dict[str, float],
+        usage: dict[tuple[int, float], tuple[float, str, str]],
+        busy: float,
+        now: float,
+        dt: float,
+        g_per_j: float,
+        marginal_per_j: float | None,
+        market_per_j: float | None,
+    ) -> dict[str, float]:
+        """Each domain (package, DRAM) on its own: only its active part is split by CPU time."""
+        keys = list(usage)
+        cpu_seconds = [usage[k][0] for k in keys]
+        cpus = att.cpu_times.cpu_count if att.cpu_times is not None else 0
+        utilisation = busy / (dt * cpus) if cpus > 0 else 0.0
+        spread = att.cpu_idle.mode == "spread"
+        joules = [0.0] * len(keys)
+        unattributed: dict[str, float] = {}
+        for pkg, delta in deltas.items():
+            learner = att.cpu_learners.setdefault(pkg, CpuIdleLearner())
+            learner.observe(utilisation, delta / dt)
+            idle_w = att.cpu_idle.configured_watts(pkg)
+            if idle_w is None:
+                idle_w = learner.value
+            shares, unattributed[pkg] = attribute_cpu_energy(
+                delta, cpu_seconds, busy, (idle_w or 0.0) * dt, spread
+            )
+            for i, share in enumerate(shares):
+                joules[i] += share
+        for (pid, start), share in zip(keys, joules, strict=True):
+            if share <= 0:
+                continue
+            _, comm, user = usage[(pid, start)]
+            workload = att.resolver.resolve(pid, start, comm, user)
+            att.cpu_ledger.add(
+                "",
+                "",
+                pid,
+                start,
+                workload,
+                share,
+                dt,
+                now,
+                grams=share * g_per_j,
+                marginal_grams=None if marginal_per_j is None else share * marginal_per_j,
+                market_grams=None if market_per_j is None else share * market_per_j,
+            )
+        return unattributed
 
     def run(self, stop: threading.Event, on_tick: Callable[[Snapshot], None] | None = None) -> None:
         """Tick at a fixed rate until ``stop`` is set; a tick that fails is logged and the next one runs."""

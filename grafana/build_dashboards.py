@@ -1048,6 +1048,38 @@ def carbon() -> Json:
             w=12,
             h=8,
         ),
+        table(
+            "Intensity data time",
+            "The data's own time of the intensity in use (the start of the period it describes; for the "
+            "embedded table the end of its year) and whether the provider marks it an estimate or forecast.",
+            "none",
+            [
+                target(f"footprint_carbon_intensity_timestamp_seconds{{{ZONE}}} * 1000", table=True),
+                target(f"footprint_carbon_intensity_estimated{{{ZONE}}}", table=True),
+            ],
+            columns={"A": ("Data time", "dateTimeAsIso"), "B": ("Estimated", "none")},
+            hide=("Time", "__name__", "job"),
+            w=12,
+            h=8,
+        ),
+        table(
+            "Provider errors",
+            "Failed refreshes and refused values per provider and kind over the time range: timeout, "
+            "http_*, malformed, auth, implausible (outside carbon.plausible), basis (another "
+            "emission-factor basis than the chain's).",
+            "none",
+            [
+                target(
+                    "sum by (provider, kind) "
+                    f"(increase(footprint_carbon_provider_errors_total{{{INST}}}[$__range]))",
+                    table=True,
+                )
+            ],
+            columns={"A": ("Errors", "none")},
+            sort_by="Errors",
+            w=12,
+            h=8,
+        ),
         stat(
             "Operational CO2e",
             "GPU and CPU emissions over the time range from the average grid signal, PUE included.",
@@ -1091,6 +1123,51 @@ def carbon() -> Json:
             [target(f"sum(increase(footprint_water_litres_total{{{INST}}}[$__range]))")],
             w=6,
             decimals=2,
+        ),
+        stat(
+            "Market-based CO2e",
+            "GHG Protocol Scope 2 market-based emissions over the time range (carbon.market: "
+            "contractual instruments, then the supplier factor or residual mix; only with carbon.market). "
+            "Report it beside the location-based figure, never instead of it.",
+            "masskg",
+            [
+                target(
+                    'sum(increase({__name__=~"footprint_(gpu|cpu)_market_emissions_grams_total", '
+                    f"{INST}}}[$__range])) / 1000"
+                )
+            ],
+            w=6,
+            decimals=3,
+        ),
+        timeseries(
+            "Location- and market-based emission rate",
+            "Scope 2 emissions per hour by both methods side by side: location-based (grid average "
+            "signal) and market-based (carbon.market).",
+            UNIT_GRAMS_PER_HOUR,
+            [
+                target(
+                    'sum(rate({__name__=~"footprint_(gpu|cpu)_emissions_grams_total", '
+                    f"{INST}}}[$__rate_interval])) * 3600",
+                    "location-based",
+                ),
+                target(
+                    'sum(rate({__name__=~"footprint_(gpu|cpu)_market_emissions_grams_total", '
+                    f"{INST}}}[$__rate_interval])) * 3600",
+                    "market-based",
+                ),
+            ],
+            w=18,
+        ),
+        table(
+            "Emission factors",
+            "Every fixed factor the figures use, with its source and the year it describes: PUE, WUE, "
+            "the embedded grid fallback, market instruments, supplier and residual factors, embodied "
+            "figures of the GPU models present.",
+            "none",
+            [target(f"footprint_emission_factor{{{INST}}}", table=True)],
+            columns={"A": ("Value", "none")},
+            hide=("Time", "__name__", "job"),
+            h=8,
         ),
         timeseries(
             "Operational and embodied emission rate",

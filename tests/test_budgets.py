@@ -383,7 +383,7 @@ def test_defaults_work_from_any_folder(tmp_path: Path) -> None:
     )
     assert (
         missing.returncode == 2
-        and missing.stderr.strip() == "nope.yml: cannot read: No such file or directory"
+        and missing.stderr.strip() == "cannot read nope.yml: No such file or directory"
     )
     # A folder with its own prometheus/budgets.yml is used as it is: render writes beside it.
     (tmp_path / "prometheus").mkdir()

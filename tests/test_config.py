@@ -66,11 +66,14 @@ def test_bool_flag_and_negation() -> None:
         ([], "sample:\n  interval: 5\n", {}, "sample.interval", "duration"),
         ([], "source:\n  gpu: tpu\n", {}, "source.gpu", "not one of"),
         ([], "source.gpu.simulated.count: 0\n", {}, "source.gpu.simulated.count", "at least 1"),
-        ([], "source.gpu.simulated.count: two\n", {}, "source.gpu.simulated.count", "invalid literal"),
+        ([], "source.gpu.simulated.count: two\n", {}, "source.gpu.simulated.count", "expected an integer"),
         ([], "sample: [1, 2\n", {}, "config.file", "not valid YAML"),
         ([], "- a\n- b\n", {}, "config.file", "must hold a mapping"),
         (["--sample.interval=5ms"], "", {}, "--sample.interval", "at least 10ms"),
         (["--source.gpu=replay"], "", {}, "source.gpu.replay.file", "required"),
+        (["--attribution.nvml-sample-period=1m"], "", {}, "--attribution.nvml-sample-period", "at most 20s"),
+        ([], "attribution:\n  cpu-idle: pooled\n", {}, "attribution.cpu-idle", "not one of"),
+        ([], "attribution.cpu-dram-idle-watts: -3\n", {}, "attribution.cpu-dram-idle-watts", "at least 0"),
         (["--web.listen-address=localhost"], "", {}, "web.listen-address", "host]:port"),
         ([], "", {"FOOTPRINT_SAMPLE_INTERVAL": "fast"}, "FOOTPRINT_SAMPLE_INTERVAL", "not a duration"),
         (["--no-such-flag"], "", {}, "command line", "unrecognized"),
@@ -118,6 +121,6 @@ def test_help_lists_subcommands_choices_and_one_default_each() -> None:
     by_flag = {e.split()[0].rstrip(","): " ".join(e.split()) for e in entries if e.startswith("--")}
     for flag in FLAGS:
         entry = by_flag[f"--{flag.name}"]
-        assert len(re.findall(r"\(default[ :]", entry)) == 1, entry
+        assert len(re.findall(r"(?:\(|; )default[ :]", entry)) == 1, entry
         if flag.choices:
             assert "{" + ",".join(flag.choices) + "}" in entry, entry

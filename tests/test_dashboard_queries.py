@@ -72,18 +72,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     dmtf_modern(bmc)
     exporter: ExporterProcess | None = None
     try:
-        api.script("/intensity", Reply(body=uk_intensity(forecast=210, actual=None)))
+        api.script("/intensity", Reply(body=uk_intensity(forecast=210, actual=None, start=time.time())))
         api.script("/intensity/*", Reply(body=uk_fw24h(uk_forecast_points())))
-        # ukgrid (average, with forecast), a static marginal signal and a WUE: every carbon panel has data.
+        # ukgrid (average, direct basis, with forecast), a static marginal signal, a WUE and a market
+        # block: every carbon panel has data. Electricity Maps configured on the other basis is skipped
+        # (never asked), which the provider-error panel shows.
         config = {
             "carbon": {
                 "zone": "GB",
+                "basis": "direct",
                 "pue": 1.2,
                 "wue": 1.8,
                 "providers": [
+                    {
+                        "type": "electricitymaps",
+                        "url": api.url,
+                        "token_env": "UNUSED_EM_TOKEN",
+                        "emission_factor_type": "lifecycle",
+                    },
                     {"type": "ukgrid", "url": api.url, "refresh": "1m"},
                     {"type": "static", "grams_per_kwh": 420, "signal": "marginal"},
                 ],
+                "market": {
+                    "instruments": [{"name": "wind-ppa", "share": 0.6, "grams_per_kwh": 0}],
+                    "residual_grams_per_kwh": 400,
+                },
             }
         }
         (tmp / "exporter.yml").write_text(yaml.safe_dump(config))

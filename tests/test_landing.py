@@ -88,7 +88,7 @@ def test_page_shows_this_node_and_the_carbon_source() -> None:
     assert "3.500 kWh energy since" in text
     assert "2.250 kg CO2e location-based" in text
     assert "12.5 L water" in text
-    assert "average DE electricitymaps not stated 250.0 120 s" in text
+    assert "average DE electricitymaps lifecycle 250.0 120 s" in text
     assert "No data-quality warnings" in text
     assert "GPU source nvml" in text and "PUE 1.2" in text
 
@@ -130,7 +130,8 @@ def test_each_warning_appears(changes: dict[str, object], expected: str) -> None
 def test_basis_is_shown_where_stated_and_said_where_not() -> None:
     text = text_of(render_landing(snapshot(intensities=(DE_EMBEDDED,)), now=NOW))
     assert "DE embedded lifecycle 381.0" in text
-    text = text_of(render_landing(snapshot(), now=NOW))
+    unstated = IntensityState("DE", "electricitymaps", "average", 250.0, 120.0, basis="")
+    text = text_of(render_landing(snapshot(intensities=(unstated,)), now=NOW))
     assert "DE electricitymaps not stated 250.0" in text
 
 
@@ -211,3 +212,14 @@ def test_landing_page_in_chromium_warns_about_the_world_average(tmp_path: Path) 
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert re.search(r'level=warning .*msg="carbon: zone WORLD: every emission uses the world average', log)
     (tmp_path / "landing.png").write_bytes(png)
+
+
+def test_market_total_only_when_every_device_has_one() -> None:
+    gpus = (
+        GpuState(GpuReading(0, "GPU-a", "H100", power_w=300.0), 7.2e6, 0.0, 1500.0, None, 20.0, 400.0),
+        GpuState(GpuReading(1, "GPU-b", "H100", power_w=100.0), 3.6e6, 0.0, 500.0, None, 20.0, 100.0),
+    )
+    cpus = (CpuState(CpuReading("package-0", "rapl", 1.0, 50.0), 1.8e6, 9.0e5, 250.0, None, 50.0),)
+    assert node_totals(snapshot(gpus=gpus, cpus=cpus)).market_kg == pytest.approx(0.55)
+    assert "0.550000 kg CO2e market-based" in text_of(render_landing(snapshot(gpus=gpus, cpus=cpus), now=NOW))
+    assert node_totals(snapshot(gpus=gpus)).market_kg is None  # the CPU has no market figure

@@ -61,9 +61,13 @@ def test_every_make_hint_names_a_real_target() -> None:
     targets = make_targets()
     sources = [*PAGES, *sorted((ROOT / "scripts").glob("*")), ROOT / ".ci" / "run", ROOT / "Makefile"]
     for path in sources:
-        for name in re.findall(r"\bmake ([a-z][a-z-]*)\b", path.read_text()):
-            if name in {"the", "a", "it", "sure", "them"}:  # prose ("make the ...")
-                continue
+        # Commands, not prose ("make room"): in backticks or quotes, or a line of a fenced code block.
+        text = path.read_text()
+        code = "\n".join(re.findall(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S))
+        names = re.findall(r"[`'\"]make ([a-z][a-z-]*)\b", text) + re.findall(
+            r"^make ([a-z][a-z-]*)\b", code, re.M
+        )
+        for name in names:
             assert name in targets, f"{path.relative_to(ROOT)} names `make {name}`, which does not exist"
 
 

@@ -25,9 +25,8 @@ class CarbonWarning:
 
 def basis_of(state: IntensityState) -> str:
     """The emission-factor basis of an intensity (lifecycle or direct), or "not stated"."""
-    stated = str(getattr(state, "basis", "") or "")
-    if stated:
-        return stated
+    if state.basis:
+        return state.basis
     # The embedded table's rows are lifecycle figures (exporter/data/carbon_intensity.csv says so per row).
     return "lifecycle" if state.provider == embedded.PROVIDER else "not stated"
 
