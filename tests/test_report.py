@@ -30,6 +30,7 @@ import trustme
 from exporter.report.main import main as report_main
 from tests import report_data as data
 from tests.chromium import browser, save_for_docs
+from tests.exporter_proc import start_exporter
 from tests.prom_procs import RunningServer, binary, free_port, prometheus
 
 pytestmark = pytest.mark.integration
@@ -450,3 +451,64 @@ def test_days_cut_at_the_period_edges_add_up_to_the_total(store: Store, tmp_path
     assert close(sum(sum(d["energy_kwh"].values()) for d in days), total)
     # 36 hours of the 48: between 70% and 80% of the whole (the power changes by the hour).
     assert 0.7 < total / (store.truth.total("energy_j") / KWH) < 0.8
+
+
+@pytest.mark.timeout(240)
+def test_report_on_what_prometheus_scraped_from_the_real_exporter(tmp_path: Path) -> None:
+    """The series names the report reads are the ones the exporter serves: a simulated node with a zone,
+    a WUE and a market configuration, scraped every second, reported over what Prometheus stored."""
+    config = tmp_path / "exporter.yml"
+    config.write_text(
+        "carbon:\n  zone: FR\n  pue: 1.4\n  wue: 1.5\n  market:\n    instruments:\n"
+        "      - {name: ppa, share: 0.5, grams_per_kwh: 0}\n    residual_grams_per_kwh: 420\n"
+    )
+    exporter = start_exporter(["--source.gpu=simulated", "--source.cpu=estimated", f"--config.file={config}"])
+    try:
+        (tmp_path / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: footprint\n"
+            f"    static_configs:\n      - targets: ['{exporter.instance}']\n"
+        )
+        with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
+            deadline = time.monotonic() + 90
+            while True:
+                stored = prom.query("count_over_time(footprint_samples_total[5m])")
+                if stored and float(stored[0]["value"][1]) >= 25:
+                    break
+                assert time.monotonic() < deadline, "Prometheus stored too few scrapes"
+                time.sleep(1)
+            # The period: from a stored scrape (once every counter exists: the water counter appears after
+            # the first tick) to the last one, so no edge needs extrapolating.
+            scrapes = prom.get("/api/v1/query", query="footprint_samples_total[5m]")["result"][0]["values"]
+            start, end = float(scrapes[3][0]), float(scrapes[-1][0])
+
+            def energy_at(t: float) -> float:
+                q = "sum(footprint_gpu_energy_joules_total) + sum(footprint_cpu_energy_joules_total)"
+                return float(prom.get("/api/v1/query", query=q, time=t)["result"][0]["value"][1])
+
+            truth_kwh = (energy_at(end) - energy_at(start)) / KWH
+            out = tmp_path / "live.json"
+            args = [
+                "--prometheus.url",
+                prom.url,
+                "--from",
+                f"{start:.3f}",
+                "--to",
+                f"{end:.3f}",
+                "--by",
+                "namespace",
+            ]
+            assert report_main([*args, "--format", "json", "--output", str(out)], {}) == 0
+    finally:
+        exporter.stop()
+    doc = json.loads(out.read_text())
+    total = doc["total"]
+    assert close(total["energy_kwh"], truth_kwh)
+    assert total["emissions_market_kg"] is not None and total["emissions_market_kg"] > 0
+    assert close(total["facility_energy_kwh"], total["energy_kwh"] * 1.4, 1e-6)
+    assert close(total["water_l"], total["energy_kwh"] * 1.5)
+    zones = {(f["name"], f["provider"], f["basis"]) for f in doc["factors"] if f["kind"] == "grid_intensity"}
+    assert zones == {("FR", "embedded", "lifecycle")}
+    codes = {n["code"] for n in doc["quality"]["notes"]}
+    assert "world_average" not in codes and "market_missing" not in codes
+    namespaces = {r["namespace"] for r in doc["rows"]}
+    assert "(unattributed)" in namespaces and len(namespaces) >= 3  # the simulated pods' namespaces
