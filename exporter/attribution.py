@@ -65,6 +65,14 @@ def _split(
     if n == 0 or distributable <= 0 or denominator <= 0:
         return [0.0] * n, energy_j
     shares = [distributable * w / denominator for w in weights]
+    if denominator < 1.0 and 0.0 in shares:
+        # distributable * w can underflow to 0 for a subnormal weight and lose that process' whole
+        # share; w / denominator (within 0-1) cannot. Kept for this case only: elsewhere the usual
+        # order rounds 400 x 0.6 / 0.8 to exactly 300.
+        shares = [
+            v if v > 0 or w <= 0 else distributable * (w / denominator)
+            for v, w in zip(shares, weights, strict=True)
+        ]
     # The share that takes the rounding slack: the smallest one still far above a few ulps of the
     # energy. Small means a fine ulp, so ``energy - sum(others)`` lands on it exactly (Sterbenz) and a
     # correction of a few ulps of the energy is representable in it; large enough means it can

@@ -44,8 +44,9 @@ _SPECS = [
         "footprint_gpu_energy_joules_total",
         "counter",
         GPU,
-        "GPU energy in joules since the exporter started (or since the restored state); from the "
-        "hardware energy counter where the GPU has one, else integrated power.",
+        "GPU energy in joules since the exporter started (continued from the state file only after a "
+        "clean shutdown); from the hardware energy counter where the GPU has one, else integrated "
+        "power. Absent for a GPU that gives neither.",
         "gpu",
     ),
     MetricSpec(
@@ -401,6 +402,41 @@ _SPECS = [
         "counter",
         (),
         'Process series folded into comm="other" by --attribution.max-series.',
+        "self",
+    ),
+    MetricSpec(
+        "footprint_device_energy_method_info",
+        "info",
+        ("kind", "device", "method", "reason"),
+        "How a device's energy is obtained now: kind gpu, cpu or dram; device the GPU UUID or CPU "
+        "domain; method counter (hardware energy counter), power (integrated power readings), estimate "
+        "(a model) or none (unmeasured: no energy or emissions accrue); reason why none "
+        "(no_power_or_energy, rejected, read_failed).",
+        "self",
+    ),
+    MetricSpec(
+        "footprint_device_readings_rejected_total",
+        "counter",
+        ("kind", "device", "reason"),
+        "Device readings dropped as impossible (non_finite, negative, above_limit: over twice the power "
+        "limit or 5 kW, energy_jump: a counter step no plausible power delivers) or whose accounting "
+        "failed (error).",
+        "self",
+    ),
+    MetricSpec(
+        "footprint_gpu_pci_devices",
+        "gauge",
+        ("driver",),
+        "NVIDIA GPUs on the PCI bus (sysfs, --path.sysfs) by bound driver (nvidia, vfio-pci, ...), "
+        "whether or not the exporter can read them: more here than GPUs served means missed GPUs.",
+        "self",
+    ),
+    MetricSpec(
+        "footprint_state_restore_info",
+        "info",
+        ("result",),
+        "How this run's totals began: continued (from a clean shutdown's state file), or from zero "
+        "because of no_file, unclean (the last run crashed), set_aside, unreadable or not_marked.",
         "self",
     ),
     MetricSpec("footprint_state_saves_total", "counter", (), "Successful state file saves.", "self"),

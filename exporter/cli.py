@@ -22,9 +22,10 @@ from exporter.collector import SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
 from exporter.errors import ConfigError
 from exporter.landing import render_landing
-from exporter.sampler import Attribution, Sampler
+from exporter.sampler import PROCESS_STATE_KEYS, Attribution, Sampler
 from exporter.sources import CpuSource, GpuSource, NodeSource, SourceUnavailable
-from exporter.state import StateFile
+from exporter.sources.pci import count_nvidia_gpus
+from exporter.state import StateFile, continue_totals, save_fitting
 from exporter.web import WebConfig, load_web_config, serve
 
 if TYPE_CHECKING:
@@ -35,32 +36,68 @@ log = logging.getLogger("footprint")
 PROG = "footprint-exporter"
 
 
+def _logfmt_value(text: str) -> str:
+    """A quoted logfmt value: backslashes, quotes and line breaks escaped, so one record is one line."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def _exception_text(record: logging.LogRecord) -> str | None:
+    """``Type: message`` of the exception a record carries, or None."""
+    if not record.exc_info or record.exc_info[1] is None:
+        return None
+    exc = record.exc_info[1]
+    return f"{type(exc).__name__}: {exc}"
+
+
 class _LogfmtFormatter(logging.Formatter):
+    """``ts=... level=... logger=... msg="..."``, plus ``err="Type: message"`` when the record carries an
+    exception and, with ``traceback`` (log level debug), ``stack="..."``: every failure keeps its cause."""
+
+    def __init__(self, traceback: bool = False) -> None:
+        super().__init__()
+        self.traceback = traceback
+
     def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage().replace('"', "'")
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         level = record.levelname.lower()
-        return f'ts={ts}.{int(record.msecs):03d}Z level={level} logger={record.name} msg="{msg}"'
+        line = (
+            f"ts={ts}.{int(record.msecs):03d}Z level={level} logger={record.name} "
+            f"msg={_logfmt_value(record.getMessage())}"
+        )
+        err = _exception_text(record)
+        if err is not None:
+            line += f" err={_logfmt_value(err)}"
+            if self.traceback and record.exc_info:
+                line += f" stack={_logfmt_value(self.formatException(record.exc_info))}"
+        return line
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per record; a record with an exception adds ``err`` and ``traceback``."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "ts": record.created,
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "msg": record.getMessage(),
-            }
-        )
+        entry: dict[str, object] = {
+            "ts": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        err = _exception_text(record)
+        if err is not None and record.exc_info:
+            entry["err"] = err
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _LogfmtFormatter())
+    numeric = {"warn": logging.WARNING}.get(level, getattr(logging, level.upper(), logging.INFO))
+    debug = numeric <= logging.DEBUG
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _LogfmtFormatter(traceback=debug))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel({"warn": logging.WARNING}.get(level, getattr(logging, level.upper(), logging.INFO)))
+    root.setLevel(numeric)
     # urllib3 logs full URLs at debug level; keep it quiet so no query parameter ever reaches the log.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
@@ -280,23 +317,20 @@ def run_exporter(argv: Sequence[str]) -> int:
     from exporter.carbon.service import CarbonService
 
     carbon: CarbonService = CarbonService(carbon_cfg)
+    sysfs = cfg["path.sysfs"]
     sampler = Sampler(
         gpu_source,
         cpu_source,
         carbon,
         build_attribution(cfg, gpu_source),
         interval_s=cfg["sample.interval"],
+        pci_gpus=lambda: count_nvidia_gpus(sysfs),
         node=node,
     )
     state = StateFile(cfg["state.file"]) if cfg["state.file"] else None
     if state is not None:
-        saved = state.load()
-        if saved is not None:
-            try:
-                sampler.restore_state(saved)
-                log.info("restored totals from %s", state.path)
-            except (ValueError, TypeError, AttributeError) as exc:
-                state.set_aside(f"bad totals: {exc}")
+        # Before the sampler runs and before anything is served (see exporter.state).
+        sampler.state_restore_result = continue_totals(state, sampler)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: sampler.snapshot))
@@ -350,11 +384,12 @@ def run_exporter(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    def save_state() -> None:
+    def save_state(clean: bool) -> None:
         if state is None:
             return
         try:
-            state.save(sampler.dump_state())
+            # Per-process series start afresh after a restart if they would not fit the file.
+            save_fitting(state, sampler.dump_state(), clean, PROCESS_STATE_KEYS)
             sampler.state_saves += 1
             sampler.last_state_save = time.time()
         except (OSError, ValueError, TypeError) as exc:
@@ -366,7 +401,7 @@ def run_exporter(argv: Sequence[str]) -> int:
     def on_tick(_snapshot: Any) -> None:
         if state is not None and time.monotonic() - last_save[0] >= cfg["state.interval"]:
             last_save[0] = time.monotonic()
-            save_state()
+            save_state(clean=False)  # a checkpoint: proves the path is writable, never continued from
 
     carbon.start()
     if node is not None:
@@ -391,9 +426,17 @@ def run_exporter(argv: Sequence[str]) -> int:
     # A tick under way finishes first (at most a slow read); the wait is bounded so that a hung
     # source cannot keep the exporter past its stop grace period (systemd, Kubernetes: 30 s).
     sampler_thread.join(timeout=min(max(5.0, 3 * interval), 20.0))
+    # Clean only when the sampler has stopped: then the file holds at least every value ever served,
+    # and the next start may continue from it.
+    stopped = not sampler_thread.is_alive()
+    if not stopped:
+        log.warning(
+            "the sampler did not stop in time; the state is saved as not clean, so the next start "
+            "begins from zero"
+        )
     failed = False
     steps: tuple[tuple[str, Callable[[], object]], ...] = (
-        ("save the state", save_state),  # after the sampler stopped: the file holds the final totals
+        ("save the state", lambda: save_state(clean=stopped)),
         *((("end the node source's BMC session", node.stop),) if node is not None else ()),
         ("stop the carbon service", carbon.stop),
         ("stop the HTTP server", server.shutdown),

@@ -94,6 +94,14 @@ class SnapshotCollector(Collector):
                     value = getattr(r, attr)
                     if value is not None:
                         f.add(name, gl, value)
+                if g.energy_method:
+                    f.add(
+                        "footprint_device_energy_method_info",
+                        ["gpu", r.uuid or f"index-{r.index}", g.energy_method, g.unmeasured_reason],
+                        1,
+                    )
+            if not g.measured:
+                continue  # never measured: no energy or emissions series at all (no silent zeros)
             f.add("footprint_gpu_energy_joules_total", gl, g.energy_j_total)
             f.add("footprint_gpu_unattributed_energy_joules_total", gl, g.unattributed_energy_j_total)
             if snap.intensities:
@@ -138,7 +146,16 @@ class SnapshotCollector(Collector):
 
         for c in snap.cpus:
             cr = c.reading
-            if cr.power_w is not None:
+            if c.energy_method:
+                kind = "dram" if cr.package.endswith("-dram") else "cpu"
+                f.add(
+                    "footprint_device_energy_method_info",
+                    [kind, cr.package, c.energy_method, c.unmeasured_reason],
+                    1,
+                )
+            if not c.measured:
+                continue
+            if cr.power_w is not None and c.energy_method != "none":  # no stale power of a failed read
                 f.add("footprint_cpu_power_watts", [cr.package, cr.method], cr.power_w)
             f.add("footprint_cpu_energy_joules_total", [cr.package, cr.method], c.energy_j_total)
             f.add(
@@ -198,6 +215,12 @@ class SnapshotCollector(Collector):
         f.add("footprint_samples_total", [], snap.samples_total)
         f.add("footprint_snapshot_age_seconds", [], max(0.0, self.wall_clock() - snap.timestamp))
         f.add("footprint_attribution_series_folded_total", [], snap.attributed_series_dropped_total)
+        for rej in snap.rejected_readings:
+            f.add("footprint_device_readings_rejected_total", [rej.kind, rej.device, rej.reason], rej.count)
+        for driver, count in snap.gpu_pci_devices or ():
+            f.add("footprint_gpu_pci_devices", [driver], count)
+        if snap.state_restore_result:
+            f.add("footprint_state_restore_info", [snap.state_restore_result], 1)
         f.add("footprint_state_saves_total", [], snap.state_saves_total)
         f.add("footprint_state_save_errors_total", [], snap.state_save_errors_total)
         if snap.last_state_save_timestamp is not None:

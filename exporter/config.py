@@ -191,9 +191,21 @@ FLAGS: tuple[Flag, ...] = (
         minimum=0.01,
         maximum=600.0,
     ),
-    Flag("state.file", "str", None, "File where energy and emission totals are saved and restored from."),
     Flag(
-        "state.interval", "duration", 60.0, "How often the state file is saved.", minimum=1, maximum=86400.0
+        "state.file",
+        "str",
+        None,
+        "File where totals are saved at shutdown and continued from at the next start (after a clean "
+        "shutdown only).",
+    ),
+    Flag(
+        "state.interval",
+        "duration",
+        60.0,
+        "How often a checkpoint of the state file is written (never continued from: it shows early that "
+        "the path stays writable).",
+        minimum=1,
+        maximum=86400.0,
     ),
     Flag(
         "attribution.policy",

@@ -49,14 +49,17 @@ class Totals:
 
 def node_totals(snap: Snapshot) -> Totals:
     """Sum the snapshot's counters: GPUs + CPU packages (+ the unmetered rest when a BMC is read)."""
-    powers = [g.reading.power_w for g in snap.gpus if g.reading.up and g.reading.power_w is not None]
-    powers += [c.reading.power_w for c in snap.cpus if c.reading.power_w is not None]
-    energy_j = sum(g.energy_j_total for g in snap.gpus) + sum(c.energy_j_total for c in snap.cpus)
+    # Devices never measured serve no energy series (no silent zeros); they add nothing here either.
+    gpus = [g for g in snap.gpus if g.measured]
+    cpus = [c for c in snap.cpus if c.measured]
+    powers = [g.reading.power_w for g in gpus if g.reading.up and g.reading.power_w is not None]
+    powers += [c.reading.power_w for c in cpus if c.reading.power_w is not None and c.energy_method != "none"]
+    energy_j = sum(g.energy_j_total for g in gpus) + sum(c.energy_j_total for c in cpus)
     emissions: float | None = None
     embodied: float | None = None
     if snap.intensities:
-        emissions = sum(g.emissions_g_total for g in snap.gpus) + sum(c.emissions_g_total for c in snap.cpus)
-        embodied = sum(g.embodied_emissions_g_total for g in snap.gpus) + (
+        emissions = sum(g.emissions_g_total for g in gpus) + sum(c.emissions_g_total for c in cpus)
+        embodied = sum(g.embodied_emissions_g_total for g in gpus) + (
             snap.node_embodied_emissions_g_total or 0
         )
     node_power = None
@@ -66,9 +69,7 @@ def node_totals(snap: Snapshot) -> Totals:
             emissions += snap.node.unmetered_emissions_g_total
         node_power = snap.node.power_w if snap.node.fresh else None
     # Market-based counters exist only with carbon.market; a device without one leaves the sum undefined.
-    market_parts = [g.market_emissions_g_total for g in snap.gpus] + [
-        c.market_emissions_g_total for c in snap.cpus
-    ]
+    market_parts = [g.market_emissions_g_total for g in gpus] + [c.market_emissions_g_total for c in cpus]
     market = None
     if market_parts and all(m is not None for m in market_parts):
         market = sum(float(m) for m in market_parts if m is not None)
@@ -105,13 +106,19 @@ def device_warnings(snap: Snapshot) -> list[tuple[str, str]]:
             found.append(
                 ("warning", f"GPU {r.index} ({r.uuid}) is down: {r.error or 'no answer'}; no energy accrues")
             )
-        elif r.power_w is None and r.energy_j is None:
+        elif g.energy_method == "none" or (r.power_w is None and r.energy_j is None):
+            reason = g.unmeasured_reason or "no_power_or_energy"
             found.append(
                 (
                     "warning",
-                    f"GPU {r.index} ({r.name or r.uuid}) gives neither power nor energy: it is not measured",
+                    f"GPU {r.index} ({r.name or r.uuid}) is not measured now ({reason}): no energy or "
+                    "emissions accrue for it",
                 )
             )
+    for c in snap.cpus:
+        if c.energy_method == "none":
+            reason = c.unmeasured_reason or "no_power_or_energy"
+            found.append(("warning", f"CPU domain {c.reading.package} is not measured now ({reason})"))
     for s in snap.sources:
         if not s.up:
             found.append(("warning", f"source {s.name} is down: its devices' series are left out"))

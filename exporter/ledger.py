@@ -313,6 +313,32 @@ class ProcessLedger:
         assert self._order is not None
         return list(self._order)
 
+    @staticmethod
+    def check(data: Any) -> None:
+        """Raise ValueError if ``data`` holds a total no series can have (negative, not finite) or a key
+        that is not made of plain values, so that a damaged state file is refused whole rather than
+        half taken in. Records that are merely from another version are left for ``restore`` to skip."""
+        if not isinstance(data, dict):
+            raise ValueError("process totals must be an object")
+        records = data.get("series") or []
+        folded = data.get("folded") or []
+        if not isinstance(records, list) or not isinstance(folded, list):
+            raise ValueError("process series and folded keys must be lists")
+        for n, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise ValueError(f"process series {n} must be an object")
+            _check_key(record.get("key"), f"process series {n}")
+            for name in ("energy_j", "emissions_g", "marginal_g", "embodied_g"):
+                value = record.get(name)
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"process series {n}: {name} must be a number, got {value!r}")
+                if not math.isfinite(value) or value < 0:
+                    raise ValueError(f"process series {n}: {name} must be finite and non-negative")
+        for n, key in enumerate(folded):
+            _check_key(key, f"folded key {n}")
+
     def restore(self, data: Any, now: float) -> int:
         """Take back totals from ``dump()``; returns how many series came back.
 
@@ -363,3 +389,11 @@ class ProcessLedger:
         if isinstance(total, int):
             self.folded_total = max(self.folded_total, total)
         return restored
+
+
+def _check_key(key: Any, where: str) -> None:
+    # A key comes back as a tuple of its JSON list; anything but plain values would not be hashable.
+    if key is None:
+        return  # a record without a key is from another version: restore() skips it
+    if not isinstance(key, list) or not all(v is None or isinstance(v, str | int | float) for v in key):
+        raise ValueError(f"{where}: key must be a list of plain values, got {key!r}")

@@ -95,6 +95,12 @@ class GpuState:
     embodied_emissions_g_total: float = 0.0
     # Market-based Scope 2 (only with carbon.market configured).
     market_emissions_g_total: float | None = None
+    # False while the GPU has never given power or energy: then it has no energy or emissions series.
+    measured: bool = True
+    # How the latest reading's energy was obtained: "counter", "power", "none" ("" while down).
+    energy_method: str = ""
+    # Why the latest reading measured nothing (energy_method "none"): "no_power_or_energy", "rejected".
+    unmeasured_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,21 @@ class CpuState:
     emissions_g_total: float = 0.0
     marginal_emissions_g_total: float | None = None
     market_emissions_g_total: float | None = None
+    # As for GpuState: never measured means no energy or emissions series; "counter", "estimate",
+    # "power" or "none" for the latest read, and why "none".
+    measured: bool = True
+    energy_method: str = ""
+    unmeasured_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedReadings:
+    """Readings of one device dropped as impossible (or that failed to account), by reason."""
+
+    kind: str  # "gpu", "cpu" or "dram"
+    device: str  # GPU UUID (index-N before it has one) or CPU domain label
+    reason: str  # "non_finite", "negative", "above_limit", "energy_jump", "error"
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +228,13 @@ class Snapshot:
     state_saves_total: int = 0
     state_save_errors_total: int = 0
     last_state_save_timestamp: float | None = None
+    # How this run's totals began (see exporter.state): "continued", "no_file", "unclean", ...; "" when
+    # no state file is configured.
+    state_restore_result: str = ""
+    rejected_readings: tuple[RejectedReadings, ...] = ()
+    # NVIDIA GPUs present on the PCI bus by bound driver ("nvidia", "vfio-pci", "" for none); None when
+    # sysfs could not be read.
+    gpu_pci_devices: tuple[tuple[str, int], ...] | None = None
     node: NodeState | None = None  # whole-node figures, when a node source is configured
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from exporter.attribution import (
@@ -18,7 +19,7 @@ from exporter.attribution import (
     attribute_gpu_energy,
 )
 from exporter.carbon.accounting import operational_grams, water_litres
-from exporter.energy import EnergyTracker
+from exporter.energy import NONE, EnergyTracker
 from exporter.model import (
     CpuReading,
     CpuState,
@@ -26,10 +27,12 @@ from exporter.model import (
     GpuState,
     NodeState,
     ProcessState,
+    RejectedReadings,
     Snapshot,
     SourceStatus,
 )
 from exporter.node_power import NodeAccount
+from exporter.plausibility import MAX_DEVICE_WATTS, max_power_w, screen_cpu_reading, screen_gpu_reading
 
 if TYPE_CHECKING:
     from exporter.carbon.service import CarbonService
@@ -41,9 +44,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Grams per joule over an interval: average signal, marginal signal, market-based (PUE included).
+Factors = tuple[float, float | None, float | None]
+
+# Where dump_state() puts the per-process ledgers (the bulk of a state file).
+PROCESS_STATE_KEYS = ("gpu_processes", "cpu_processes")
+
 
 @dataclass(slots=True)
 class _Totals:
+    """One device's running totals. Every field is saved in the state file under its own name, so a
+    new total is one more field here (None-able fields are served only once they are set)."""
+
     energy_j: float = 0.0
     unattributed_j: float = 0.0
     grams: float = 0.0
@@ -59,35 +71,35 @@ class _Totals:
         if grams is not None:
             self.market_grams = (self.market_grams or 0.0) + grams
 
+    def merge(self, other: _Totals) -> None:
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if theirs is not None:
+                setattr(self, f.name, theirs if mine is None else mine + theirs)
+
     def dump(self) -> dict[str, float | None]:
-        return {
-            "energy_j": self.energy_j,
-            "unattributed_j": self.unattributed_j,
-            "grams": self.grams,
-            "marginal_grams": self.marginal_grams,
-            "embodied_grams": self.embodied_grams,
-            "market_grams": self.market_grams,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def load(cls, raw: Any) -> _Totals:
+        """Totals from ``dump()``; raises ValueError on anything but finite non-negative numbers."""
         if not isinstance(raw, dict):
             raise ValueError("totals must be an object")
-        names = ("energy_j", "unattributed_j", "grams", "marginal_grams", "embodied_grams", "market_grams")
-        values = {k: raw.get(k) for k in names}
-        for key, value in values.items():
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-            ):
-                raise ValueError(f"{key} must be a non-negative number")
-        return cls(
-            float(values["energy_j"] or 0.0),
-            float(values["unattributed_j"] or 0.0),
-            float(values["grams"] or 0.0),
-            None if values["marginal_grams"] is None else float(values["marginal_grams"]),
-            float(values["embodied_grams"] or 0.0),
-            None if values["market_grams"] is None else float(values["market_grams"]),
-        )
+        values: dict[str, float] = {}
+        for f in fields(cls):
+            value = raw.get(f.name)
+            if value is not None:
+                values[f.name] = total_value(f.name, value)
+        return cls(**values)
+
+
+def total_value(name: str, value: Any) -> float:
+    """A saved total as a float; ValueError unless it is a finite, non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and non-negative, got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -129,6 +141,13 @@ class Sampler:
 
     Scrapes read ``snapshot``, an immutable object swapped in whole, so they never wait for the
     sampler and never see half an update.
+
+    Every device keeps its own last-read time (in its EnergyTracker): what is derived from a
+    device's energy delta (emissions, idle baseline, per-process power, embodied carbon) uses the span
+    that delta covers, which is longer than one interval after reads failed. A device that gives
+    neither power nor energy accrues nothing and has no energy or emissions series; an impossible
+    reading is dropped for its device only and counted; a device whose accounting fails does not stop
+    the others or the CPU.
     """
 
     def __init__(
@@ -140,6 +159,8 @@ class Sampler:
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        pci_gpus: Callable[[], dict[str, int] | None] | None = None,
+        pci_interval_s: float = 60.0,
         node: NodePoller | None = None,
     ) -> None:
         self.gpu_source = gpu_source
@@ -149,12 +170,22 @@ class Sampler:
         self.interval_s = interval_s
         self.clock = clock
         self.wall_clock = wall_clock
+        # Power integrated across a longer gap than this would be a guess (a counter covers any gap).
+        self.max_gap_s = max(30.0, 5 * interval_s)
         self._gpu_trackers: dict[str, EnergyTracker] = {}
         self._cpu_trackers: dict[str, EnergyTracker] = {}
         self._gpu_totals: dict[str, _Totals] = {}
         self._cpu_totals: dict[str, _Totals] = {}
         self._gpu_last: dict[str, GpuReading] = {}
         self._cpu_last: dict[str, CpuReading] = {}
+        # Devices whose energy was measured at least once (or continued from the state file): only
+        # these have energy and emissions series. Then how the latest read was measured, and why not.
+        self._gpu_measured: set[str] = set()
+        self._cpu_measured: set[str] = set()
+        self._gpu_method: dict[str, tuple[str, str]] = {}
+        self._cpu_method: dict[str, tuple[str, str]] = {}
+        self._rejected: dict[tuple[str, str, str], int] = {}
+        self._rejected_states: tuple[RejectedReadings, ...] = ()
         self._water_litres: float | None = None
         self._node_embodied: float | None = None
         self._sources: dict[str, _SourceCounters] = {}
@@ -164,35 +195,62 @@ class Sampler:
         self._last_now: float | None = None
         self._last_wall: float | None = None
         self._samples = 0
+        self._pci_gpus = pci_gpus
+        self._pci_interval_s = pci_interval_s
+        self._pci_next: float | None = None
+        self._pci: tuple[tuple[str, int], ...] | None = None
         self.state_saves = 0
         self.state_save_errors = 0
         self.last_state_save: float | None = None
+        self.state_restore_result = ""
         self.snapshot = Snapshot(timestamp=wall_clock(), gpu_source=gpu_source.name if gpu_source else "none")
 
     # --- state file ---
     def dump_state(self) -> dict[str, Any]:
-        return {
-            "gpus": {uuid: t.dump() for uuid, t in self._gpu_totals.items()},
-            "cpus": {pkg: t.dump() for pkg, t in self._cpu_totals.items()},
+        """Everything the state file keeps: device totals (measured devices only), water, node
+        embodied carbon and the per-process ledgers."""
+        data: dict[str, Any] = {
+            "gpus": {k: t.dump() for k, t in self._gpu_totals.items() if k in self._gpu_measured},
+            "cpus": {k: t.dump() for k, t in self._cpu_totals.items() if k in self._cpu_measured},
             "water_litres": self._water_litres,
             "node_embodied_grams": self._node_embodied,
             **({"node": self._node.dump()} if self._node is not None else {}),
         }
+        att = self.attribution
+        if att is not None:
+            gpu_key, cpu_key = PROCESS_STATE_KEYS
+            data[gpu_key] = att.gpu_ledger.dump()
+            data[cpu_key] = att.cpu_ledger.dump()
+        return data
 
-    def restore_state(self, data: dict[str, Any]) -> None:
-        """Continue totals from a saved state; raises ValueError if it is not one of ours."""
-        gpus = {str(k): _Totals.load(v) for k, v in dict(data.get("gpus") or {}).items()}
-        cpus = {str(k): _Totals.load(v) for k, v in dict(data.get("cpus") or {}).items()}
+    def restore_state(self, data: Any) -> None:
+        """Continue totals from a saved state; raises ValueError, changing nothing, if any of it is
+        not one of ours or holds a value no total can have (negative, not finite)."""
+        if not isinstance(data, dict):
+            raise ValueError("state must be an object")
+        gpus = {str(k): _Totals.load(v) for k, v in _mapping(data, "gpus").items()}
+        cpus = {str(k): _Totals.load(v) for k, v in _mapping(data, "cpus").items()}
         water, embodied = data.get("water_litres"), data.get("node_embodied_grams")
-        for name, value in (("water_litres", water), ("node_embodied_grams", embodied)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise ValueError(f"{name} must be a number")
+        water = None if water is None else total_value("water_litres", water)
+        embodied = None if embodied is None else total_value("node_embodied_grams", embodied)
+        ledgers: list[tuple[ProcessLedger, Any]] = []
+        att = self.attribution
+        if att is not None:
+            for name, ledger in zip(PROCESS_STATE_KEYS, (att.gpu_ledger, att.cpu_ledger), strict=True):
+                if data.get(name) is not None:
+                    ledger.check(data[name])
+                    ledgers.append((ledger, data[name]))
+        if self._node is not None and data.get("node") is not None:
+            self._node.load(data["node"])  # checks everything before it changes anything
         self._gpu_totals.update(gpus)
         self._cpu_totals.update(cpus)
-        self._water_litres = None if water is None else float(water)
-        self._node_embodied = None if embodied is None else float(embodied)
-        if self._node is not None and data.get("node") is not None:
-            self._node.load(data["node"])
+        self._gpu_measured.update(gpus)
+        self._cpu_measured.update(cpus)
+        self._water_litres = water
+        self._node_embodied = embodied
+        now = self.clock()
+        for ledger, raw in ledgers:
+            ledger.restore(raw, now)
 
     # --- sampling ---
     def _read(self, name: str, read: Callable[[float], Any], now: float) -> Any:
@@ -209,24 +267,46 @@ class Sampler:
         counters.duration_s = time.perf_counter() - started
         return result
 
-    def _factors(self, wall: float, dt: float) -> tuple[float, float | None, float | None]:
+    def _factors(self, wall: float, dt: float) -> Factors:
         """Grams per joule during the interval just ended: average, marginal, market (PUE included)."""
-        if self.carbon is None or dt <= 0 or self._last_wall is None:
+        if self._last_wall is None:
+            return 0.0, None, None
+        return self._factors_over(self._last_wall, wall, dt)
+
+    def _factors_over(self, start: float, end: float, dt: float) -> Factors:
+        """Grams per joule from wall time ``start`` to ``end``: average, marginal, market (PUE included)."""
+        if self.carbon is None or dt <= 0:
             return 0.0, None, None
         pue = self.carbon.pue
-        average = operational_grams(1.0, self.carbon.segments("average", self._last_wall, wall), pue)
+        average = operational_grams(1.0, self.carbon.segments("average", start, end), pue)
         marginal: float | None = None
         if self.carbon.has_marginal:
-            segments = self.carbon.segments("marginal", self._last_wall, wall)
+            segments = self.carbon.segments("marginal", start, end)
             marginal = operational_grams(1.0, segments, pue) if segments else None
         market = self.carbon.market
-        return average, marginal, None if market is None else market.grams(1.0, self._last_wall, wall, pue)
+        return average, marginal, None if market is None else market.grams(1.0, start, end, pue)
+
+    def _reject(self, kind: str, device: str, reason: str, detail: str) -> None:
+        key = (kind, device, reason)
+        count = self._rejected.get(key, 0)
+        # The first of each kind at warning level, the rest at debug: a broken sensor repeats every tick.
+        log.log(
+            logging.DEBUG if count else logging.WARNING,
+            "%s %s: impossible reading dropped (%s: %s)",
+            kind.upper(),
+            device,
+            reason,
+            detail,
+        )
+        self._rejected[key] = count + 1
+        self._rejected_states = ()
 
     def tick(self) -> Snapshot:
         started = time.perf_counter()
         now, wall = self.clock(), self.wall_clock()
         dt = 0.0 if self._last_now is None else max(0.0, now - self._last_now)
-        g_per_j, marginal_per_j, market_per_j = self._factors(wall, dt)
+        factors = self._factors(wall, dt)
+        g_per_j, marginal_per_j, market_per_j = factors
         att = self.attribution
         total_delta = 0.0
 
@@ -245,25 +325,13 @@ class Sampler:
                 for reading in readings:
                     if not reading.up:
                         counters.fail(reading.error or "gpu_down")
-                    key = _gpu_key(reading)
+                    key = self._gpu_key(reading)
                     seen.add(key)
-                    self._gpu_last[key] = reading
-                    total_delta += self._account_gpu(reading, now, dt, g_per_j, marginal_per_j, market_per_j)
-            for uuid, last in self._gpu_last.items():
-                if uuid not in seen:  # whole source failed: keep counters, mark the GPU down
-                    self._gpu_last[uuid] = _down(last, "source failed")
-                totals = self._gpu_totals.setdefault(uuid, _Totals())
-                gpu_states.append(
-                    GpuState(
-                        self._gpu_last[uuid],
-                        totals.energy_j,
-                        totals.unattributed_j,
-                        totals.grams,
-                        totals.marginal_grams,
-                        totals.embodied_grams,
-                        totals.market_grams,
-                    )
-                )
+                    total_delta += self._account_gpu_isolated(key, reading, now, wall, dt, factors)
+            for key, last in self._gpu_last.items():
+                if key not in seen:  # whole source failed: keep counters, mark the GPU down
+                    self._gpu_last[key] = _down(last, "source failed")
+                gpu_states.append(self._gpu_state(key))
 
         cpu_states: list[CpuState] = []
         if self.cpu_source is not None:
@@ -272,15 +340,32 @@ class Sampler:
             )
             deltas: dict[str, float] = {}
             for c in cpu_readings or ():
-                tracker = self._cpu_trackers.setdefault(c.package, EnergyTracker())
-                deltas[c.package] = tracker.update(now, c.energy_j, c.power_w)
-                self._cpu_last[c.package] = c
-            total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j, market_per_j)
+                delta = self._measure_cpu(c, now)
+                if delta is not None:
+                    deltas[c.package] = delta
+            for pkg in self._cpu_last:
+                if cpu_readings is None or not any(c.package == pkg for c in cpu_readings):
+                    self._cpu_method[pkg] = (NONE, "read_failed")
+            try:
+                total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j, market_per_j)
+            except Exception as exc:  # the GPUs' accounting already happened; keep the tick alive
+                log.warning("CPU accounting failed; this interval's CPU energy is dropped", exc_info=True)
+                for pkg in deltas:
+                    self._reject(_cpu_kind(pkg), pkg, "error", f"{type(exc).__name__}: {exc}")
             for pkg, cpu_last in self._cpu_last.items():
                 t = self._cpu_totals.setdefault(pkg, _Totals())
+                method, why = self._cpu_method.get(pkg, ("", ""))
                 cpu_states.append(
                     CpuState(
-                        cpu_last, t.energy_j, t.unattributed_j, t.grams, t.marginal_grams, t.market_grams
+                        cpu_last,
+                        t.energy_j,
+                        t.unattributed_j,
+                        t.grams,
+                        t.marginal_grams,
+                        t.market_grams,
+                        measured=pkg in self._cpu_measured,
+                        energy_method=method,
+                        unmeasured_reason=why,
                     )
                 )
 
@@ -304,6 +389,12 @@ class Sampler:
             gpu_procs, cpu_procs = att.gpu_ledger.states(now), att.cpu_ledger.states(now)
             folded = att.gpu_ledger.folded_total + att.cpu_ledger.folded_total
 
+        self._refresh_pci(now)
+        if self._rejected and not self._rejected_states:
+            self._rejected_states = tuple(
+                RejectedReadings(kind, device, reason, count)
+                for (kind, device, reason), count in sorted(self._rejected.items())
+            )
         self._last_now, self._last_wall = now, wall
         self._samples += 1
         snapshot = Snapshot(
@@ -328,6 +419,9 @@ class Sampler:
             state_saves_total=self.state_saves,
             state_save_errors_total=self.state_save_errors,
             last_state_save_timestamp=self.last_state_save,
+            state_restore_result=self.state_restore_result,
+            rejected_readings=self._rejected_states,
+            gpu_pci_devices=self._pci,
             node=node,
         )
         self.snapshot = snapshot
@@ -366,59 +460,187 @@ class Sampler:
             parts=self.node.parts(),
         )
 
-    def _account_gpu(
+    def _refresh_pci(self, now: float) -> None:
+        """Count the NVIDIA GPUs on the PCI bus now and then (GPUs are rarely hot-plugged)."""
+        if self._pci_gpus is None or (self._pci_next is not None and now < self._pci_next):
+            return
+        self._pci_next = now + self._pci_interval_s
+        try:
+            counts = self._pci_gpus()
+        except Exception:
+            log.warning("counting NVIDIA GPUs on the PCI bus failed", exc_info=True)
+            counts = None
+        self._pci = None if counts is None else tuple(sorted(counts.items()))
+
+    # --- GPUs ---
+    def _gpu_key(self, reading: GpuReading) -> str:
+        """The GPU's key in every per-device map; a GPU known by index only moves to its UUID here."""
+        key = _gpu_key(reading)
+        provisional = f"index-{reading.index}"
+        if key != provisional:
+            last = self._gpu_last.get(provisional)
+            if last is not None and not last.uuid:
+                self._adopt(provisional, key)
+        return key
+
+    def _adopt(self, old: str, new: str) -> None:
+        """A GPU that was down since start (keyed by its index) answered with its UUID: everything known
+        under the index moves to the UUID, so no series with an empty uuid stays behind."""
+        del self._gpu_last[old]
+        totals = self._gpu_totals.pop(old, None)
+        if totals is not None:
+            self._gpu_totals.setdefault(new, _Totals()).merge(totals)
+        for per_device in (self._gpu_trackers, self._gpu_method):
+            moved = per_device.pop(old, None)
+            if moved is not None:
+                per_device.setdefault(new, moved)  # type: ignore[arg-type]
+        if old in self._gpu_measured:
+            self._gpu_measured.discard(old)
+            self._gpu_measured.add(new)
+        if self.attribution is not None and old in self.attribution.learners:
+            self.attribution.learners.setdefault(new, self.attribution.learners.pop(old))
+        for kind, device, reason in [k for k in self._rejected if k[1] == old]:
+            count = self._rejected.pop((kind, device, reason))
+            self._rejected[(kind, new, reason)] = self._rejected.get((kind, new, reason), 0) + count
+            self._rejected_states = ()
+        log.info("GPU %s answers again, now with UUID %s", old, new)
+
+    def _gpu_state(self, key: str) -> GpuState:
+        totals = self._gpu_totals.setdefault(key, _Totals())
+        reading = self._gpu_last[key]
+        method, why = self._gpu_method.get(key, ("", "")) if reading.up else ("", "")
+        return GpuState(
+            reading,
+            totals.energy_j,
+            totals.unattributed_j,
+            totals.grams,
+            totals.marginal_grams,
+            totals.embodied_grams,
+            totals.market_grams,
+            measured=key in self._gpu_measured,
+            energy_method=method,
+            unmeasured_reason=why,
+        )
+
+    def _account_gpu_isolated(
         self,
+        key: str,
         reading: GpuReading,
         now: float,
+        wall: float,
         dt: float,
-        g_per_j: float,
-        marginal_per_j: float | None,
-        market_per_j: float | None = None,
+        factors: Factors,
     ) -> float:
-        key = _gpu_key(reading)
+        """``_account_gpu``, except that a failure drops this GPU's reading only, said and counted."""
+        try:
+            return self._account_gpu(key, reading, now, wall, dt, factors)
+        except Exception as exc:
+            log.warning("GPU %s: accounting its reading failed; the reading is dropped", key, exc_info=True)
+            self._gpu_last[key] = _without_measurements(reading)
+            self._gpu_method[key] = (NONE, "rejected")
+            self._reject("gpu", key, "error", f"{type(exc).__name__}: {exc}")
+            return 0.0
+
+    def _account_gpu(
+        self,
+        key: str,
+        reading: GpuReading,
+        now: float,
+        wall: float,
+        dt: float,
+        factors: Factors,
+    ) -> float:
         totals = self._gpu_totals.setdefault(key, _Totals())
         if not reading.up:
+            self._gpu_last[key] = reading
             return 0.0
+        reading, problems = screen_gpu_reading(reading)
+        self._gpu_last[key] = reading
         tracker = self._gpu_trackers.setdefault(key, EnergyTracker())
-        delta = tracker.update(now, reading.energy_j, reading.power_w)
-        marginal = None if marginal_per_j is None else delta * marginal_per_j
+        delta = tracker.update(
+            now, reading.energy_j, reading.power_w, max_power_w(reading.power_limit_w), self.max_gap_s
+        )
+        if tracker.rejected:
+            problems.append((tracker.rejected, f"energy_j={reading.energy_j!r} after {tracker.last_time}"))
+        for why, detail in problems:
+            self._reject("gpu", key, why, detail)
+        if tracker.method == NONE:  # nothing measured: nothing accrues, nothing is attributed
+            self._gpu_method[key] = (NONE, "rejected" if problems else "no_power_or_energy")
+            return 0.0
+        self._gpu_method[key] = (tracker.method, "")
+        self._gpu_measured.add(key)
+        span = tracker.elapsed_s  # this GPU's own interval: longer than dt after failed reads
+        if span <= 0:
+            return 0.0
+        if abs(span - dt) > 1e-9:
+            factors = self._factors_over(wall - span, wall, span)
+        g_per_j, marginal_per_j, market_per_j = factors
         embodied = 0.0
-        if self.carbon is not None and dt > 0:
-            embodied = self.carbon.gpu_embodied_grams_per_second(reading.name) * dt
-        totals.energy_j += delta
-        totals.grams += delta * g_per_j
-        totals.add_marginal(marginal)
-        totals.add_market(None if market_per_j is None else delta * market_per_j)
-        totals.embodied_grams += embodied
+        if self.carbon is not None:
+            embodied = self.carbon.gpu_embodied_grams_per_second(reading.name) * span
 
+        # Compute everything first and change totals and ledgers only after, so that a failure part
+        # way leaves this GPU's accounts as they were.
         att = self.attribution
         processes = reading.processes or ()
-        if att is None or dt <= 0:
-            totals.unattributed_j += delta
-            return delta
-        learner = att.learners.setdefault(key, IdleBaselineLearner())
-        if reading.power_w is not None:
-            learner.observe(reading.power_w, bool(processes))
-        idle_w = att.policy.idle_watts if att.policy.idle_watts is not None else learner.value
-        shares, unattributed = attribute_gpu_energy(delta, dt, processes, att.policy, idle_w)
+        shares: list[float] = []
+        unattributed = delta
+        workloads = []
+        if att is not None:
+            learner = att.learners.setdefault(key, IdleBaselineLearner())
+            if reading.processes is not None:
+                # Only a process list that was read and is empty says the GPU was idle; None means
+                # the list could not be read, which says nothing about idleness.
+                learner.observe(reading.power_w, bool(reading.processes))
+            idle_w = att.policy.idle_watts if att.policy.idle_watts is not None else learner.value
+            shares, unattributed = attribute_gpu_energy(delta, span, processes, att.policy, idle_w)
+            workloads = [
+                att.resolver.resolve(p.pid, p.start_time, p.comm, p.user, p.cgroup) for p in processes
+            ]
+
+        totals.energy_j += delta
         totals.unattributed_j += unattributed
-        for proc, joules in zip(processes, shares, strict=True):
-            workload = att.resolver.resolve(proc.pid, proc.start_time, proc.comm, proc.user, proc.cgroup)
-            frac = joules / delta if delta > 0 else 0.0
-            att.gpu_ledger.add(
-                reading.uuid,
-                str(reading.index),
-                proc.pid,
-                proc.start_time,
-                workload,
-                joules,
-                dt,
-                now,
-                grams=joules * g_per_j,
-                marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
-                embodied_grams=embodied * frac,
-                market_grams=None if market_per_j is None else joules * market_per_j,
-            )
+        totals.grams += delta * g_per_j
+        totals.add_marginal(None if marginal_per_j is None else delta * marginal_per_j)
+        totals.add_market(None if market_per_j is None else delta * market_per_j)
+        totals.embodied_grams += embodied
+        if att is not None:
+            for proc, joules, workload in zip(processes, shares, workloads, strict=True):
+                frac = joules / delta if delta > 0 else 0.0
+                att.gpu_ledger.add(
+                    reading.uuid,
+                    str(reading.index),
+                    proc.pid,
+                    proc.start_time,
+                    workload,
+                    joules,
+                    span,
+                    now,
+                    grams=joules * g_per_j,
+                    marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
+                    embodied_grams=embodied * frac,
+                    market_grams=None if market_per_j is None else joules * market_per_j,
+                )
+        return delta
+
+    # --- CPUs ---
+    def _measure_cpu(self, reading: CpuReading, now: float) -> float | None:
+        """One CPU domain's energy delta, or None when this read measured nothing."""
+        pkg = reading.package
+        reading, problems = screen_cpu_reading(reading)
+        self._cpu_last[pkg] = reading
+        tracker = self._cpu_trackers.setdefault(pkg, EnergyTracker())
+        delta = tracker.update(now, reading.energy_j, reading.power_w, MAX_DEVICE_WATTS, self.max_gap_s)
+        if tracker.rejected:
+            problems.append((tracker.rejected, f"energy_j={reading.energy_j!r}"))
+        for why, detail in problems:
+            self._reject(_cpu_kind(pkg), pkg, why, detail)
+        if tracker.method == NONE:
+            self._cpu_method[pkg] = (NONE, "rejected" if problems else "no_power_or_energy")
+            return None
+        # The estimated source integrates a model: its "counter" is an estimate, not a measurement.
+        self._cpu_method[pkg] = ("estimate" if reading.method == "estimated" else tracker.method, "")
+        self._cpu_measured.add(pkg)
         return delta
 
     def _account_cpu(
@@ -520,6 +742,34 @@ class Sampler:
 def _gpu_key(reading: GpuReading) -> str:
     # A GPU already down when the exporter starts has no UUID yet: key it by index until it answers.
     return reading.uuid or f"index-{reading.index}"
+
+
+def _cpu_kind(package: str) -> str:
+    return "dram" if package.endswith("-dram") else "cpu"
+
+
+def _mapping(data: dict[str, Any], key: str) -> dict[Any, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be an object")
+    return value
+
+
+def _without_measurements(reading: GpuReading) -> GpuReading:
+    """The reading's identity only: what is served for a GPU whose reading could not be accounted."""
+    return replace(
+        reading,
+        power_w=None,
+        energy_j=None,
+        util=None,
+        mem_used_bytes=None,
+        mem_total_bytes=None,
+        temp_c=None,
+        power_limit_w=None,
+        processes=None,
+    )
 
 
 def _down(reading: GpuReading, error: str) -> GpuReading:

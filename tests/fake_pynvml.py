@@ -149,6 +149,9 @@ class FakeGpu:
     sample_times: list[int] = field(default_factory=list)
     # Runs between pynvml's size query and its second call of nvmlDeviceGetProcessUtilization.
     on_size_query: Callable[[], None] | None = None
+    # What nvmlDeviceGetPowerUsage returns instead of power_w (raw mW, an unsigned 32-bit int as in
+    # nvml.h), to model a faulty sensor; see fault_power_sensor().
+    power_raw_mw: int | None = None
 
 
 @dataclass(frozen=True)
@@ -375,7 +378,10 @@ class FakeNvml(types.ModuleType):
     # ------------------------------------------------------------------ measurements
 
     def nvmlDeviceGetPowerUsage(self, handle: FakeHandle) -> int:
-        return round(self._device("nvmlDeviceGetPowerUsage", handle).power_w * 1000)
+        gpu = self._device("nvmlDeviceGetPowerUsage", handle)
+        if gpu.power_raw_mw is not None:
+            return gpu.power_raw_mw & 0xFFFFFFFF  # `unsigned int *power` in nvml.h
+        return round(gpu.power_w * 1000)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: FakeHandle) -> int:
         gpu = self._device("nvmlDeviceGetTotalEnergyConsumption", handle)
@@ -525,3 +531,35 @@ class FakeNvml(types.ModuleType):
         info = _real.c_nvmlGpuInstanceProfileInfo_v2_t()
         info.multiprocessorCount = gpu.profile_sm_counts[profile]
         return info
+
+
+# ---------------------------------------------------------------------------- device-level scenarios
+
+
+def vgpu_guest(uuid: str, **kwargs: Any) -> FakeGpu:
+    """A vGPU as a guest VM sees it: utilisation, memory and processes, but no power and no energy.
+
+    NVIDIA's Virtual GPU Software Management SDK user guide ("Managing vGPUs from a guest VM"): a vGPU
+    is presented like a pass-through GPU, but properties of the physical GPU do not apply to it and
+    are reported as not applicable; through NVML the board's power draw, energy counter and power
+    limit answer NVML_ERROR_NOT_SUPPORTED. (Some bare-metal boards without a power sensor look the same.)
+    """
+    gpu = FakeGpu(uuid=uuid, name="GRID A100-40C", energy_j=None, **kwargs)
+    gpu.unsupported |= {"nvmlDeviceGetPowerUsage", "nvmlDeviceGetEnforcedPowerLimit"}
+    return gpu
+
+
+def fault_power_sensor(nvml: FakeNvml, gpu: int, raw_mw: int = 0xFFFFFFFF) -> None:
+    """The GPU's power reading becomes garbage: a bad sensor or driver answers the all-ones "invalid"
+    value of the unsigned field (4,294,967 W), which NVML hands on as a successful reading."""
+    nvml.gpus[gpu].power_raw_mw = raw_mw
+
+
+def fail_reads(nvml: FakeNvml, gpu: int, code: int = _real.NVML_ERROR_TIMEOUT) -> None:
+    """Every read of the GPU's power fails with CODE (default TIMEOUT: a busy or wedged driver) until
+    ``heal_reads``; its hardware energy counter keeps counting meanwhile, as a real one does."""
+    nvml.gpus[gpu].failures["nvmlDeviceGetPowerUsage"] = code
+
+
+def heal_reads(nvml: FakeNvml, gpu: int) -> None:
+    nvml.gpus[gpu].failures.pop("nvmlDeviceGetPowerUsage", None)

@@ -170,7 +170,9 @@ def run_node(tmp_path: Path, market_raw: dict[str, Any] | None, start: float, ho
     with requests.Session() as session:
         carbon = CarbonService(parse_carbon_config(carbon_raw), Clock(start), session)
     sampler = Sampler(
-        OneGpu(10_000.0, wall),  # 10 kW: 10 kWh per hour, the worked example's figure
+        # 1 kW (a tenth of the worked example's 10 kW node: one GPU reading 10 kW is refused as
+        # impossible, see exporter/plausibility.py): 1 kWh per hour.
+        OneGpu(1_000.0, wall),
         None,
         carbon,
         Attribution(
@@ -196,12 +198,12 @@ def served(sampler: Sampler) -> str:
 
 
 def test_location_and_market_side_by_side_on_the_running_node(tmp_path: Path) -> None:
-    # 07:30 to 08:30 UTC at 10 kW, PUE 1.2, grid 380 g/kWh (static, lifecycle).
+    # 07:30 to 08:30 UTC at 1 kW, PUE 1.2, grid 380 g/kWh (static, lifecycle).
     sampler = run_node(tmp_path, MARKET, DAY + 7.5 * HOUR, 1.0)
     gpu = sampler.snapshot.gpus[0]
-    assert gpu.energy_j_total == pytest.approx(10 * 3.6e6)
-    assert gpu.emissions_g_total == pytest.approx(10 * 1.2 * 380)  # 4,560 g location-based
-    assert gpu.market_emissions_g_total == pytest.approx(10 * 1.2 * 75)  # 900 g market-based
+    assert gpu.energy_j_total == pytest.approx(1 * 3.6e6)
+    assert gpu.emissions_g_total == pytest.approx(1 * 1.2 * 380)  # 456 g location-based
+    assert gpu.market_emissions_g_total == pytest.approx(1 * 1.2 * 75)  # 90 g market-based
     (proc,) = sampler.snapshot.gpu_processes
     # The process's share is charged at the same market factor, interval by interval.
     assert proc.energy_j_total + gpu.unattributed_energy_j_total == pytest.approx(gpu.energy_j_total)
@@ -209,9 +211,9 @@ def test_location_and_market_side_by_side_on_the_running_node(tmp_path: Path) ->
     # Served, with the factors they come from.
     samples = parse(served(sampler))
     assert select(samples, "footprint_gpu_market_emissions_grams_total") == {
-        frozenset({("gpu", "0"), ("uuid", "GPU-m")}): pytest.approx(900.0)
+        frozenset({("gpu", "0"), ("uuid", "GPU-m")}): pytest.approx(90.0)
     }
-    assert list(select(samples, "footprint_gpu_emissions_grams_total").values()) == [pytest.approx(4560.0)]
+    assert list(select(samples, "footprint_gpu_emissions_grams_total").values()) == [pytest.approx(456.0)]
     assert select(samples, "footprint_process_gpu_market_emissions_grams_total", pid="7")
     factors = select(samples, "footprint_emission_factor")
     by_name = {dict(k)["name"]: (dict(k), v) for k, v in factors.items()}
@@ -234,12 +236,12 @@ def test_market_totals_survive_the_state_file(tmp_path: Path) -> None:
     sampler = run_node(tmp_path, MARKET, DAY + 12 * HOUR, 0.5)
     saved = sampler.dump_state()
     grams = sampler.snapshot.gpus[0].market_emissions_g_total
-    assert grams == pytest.approx(5 * 1.2 * 25) and saved["gpus"]["GPU-m"]["market_grams"] == grams
+    assert grams == pytest.approx(0.5 * 1.2 * 25) and saved["gpus"]["GPU-m"]["market_grams"] == grams
     again = run_node(tmp_path, MARKET, DAY + 12 * HOUR, 0.0)  # one baseline read, then a minute passes
     again.restore_state(saved)
     again.tick()
-    # Continued from the saved total: plus one minute at 10 kW x 1.2 x 25 g/kWh = 5 g.
-    assert again.snapshot.gpus[0].market_emissions_g_total == pytest.approx(grams + 5.0)
+    # Continued from the saved total: plus one minute at 1 kW x 1.2 x 25 g/kWh = 0.5 g.
+    assert again.snapshot.gpus[0].market_emissions_g_total == pytest.approx(grams + 0.5)
     # Per process too: the ledger's dump carries market grams and restores them.
     att = sampler.attribution
     assert att is not None

@@ -115,7 +115,29 @@ def test_page_shows_this_node_and_the_carbon_source() -> None:
         ),
         (
             {"gpus": (GpuState(GpuReading(0, "GPU-v", "GRID A100-4C")),)},
-            "GPU 0 (GRID A100-4C) gives neither power nor energy",
+            "GPU 0 (GRID A100-4C) is not measured now (no_power_or_energy)",
+        ),
+        (
+            {
+                "gpus": (
+                    GpuState(
+                        GpuReading(0, "GPU-a", "H100", power_w=9e9),
+                        energy_method="none",
+                        unmeasured_reason="rejected",
+                    ),
+                )
+            },
+            "GPU 0 (H100) is not measured now (rejected)",
+        ),
+        (
+            {
+                "cpus": (
+                    CpuState(
+                        CpuReading("package-0", "rapl"), energy_method="none", unmeasured_reason="read_failed"
+                    ),
+                )
+            },
+            "CPU domain package-0 is not measured now (read_failed)",
         ),
         ({"sources": (SourceStatus("nvml", False),)}, "source nvml is down"),
         ({"gpus": (), "gpu_source": "none"}, "no GPU source"),
@@ -223,3 +245,5 @@ def test_market_total_only_when_every_device_has_one() -> None:
     assert node_totals(snapshot(gpus=gpus, cpus=cpus)).market_kg == pytest.approx(0.55)
     assert "0.550000 kg CO2e market-based" in text_of(render_landing(snapshot(gpus=gpus, cpus=cpus), now=NOW))
     assert node_totals(snapshot(gpus=gpus)).market_kg is None  # the CPU has no market figure
+    never = GpuState(GpuReading(2, "GPU-v", "vGPU"), measured=False, energy_method="none")
+    assert node_totals(snapshot(gpus=(*gpus, never), cpus=cpus)).market_kg == pytest.approx(0.55)
