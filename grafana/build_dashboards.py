@@ -845,6 +845,88 @@ def _workload_table(title: str, description: str, by: str, filter_label: str, so
     )
 
 
+# Recording series of prometheus/rules/inference.rules.yml. They join the exporter's per-pod energy with
+# the inference servers' token counters on (cluster, namespace, pod), so they carry no instance label.
+INFERENCE_SEL = 'namespace=~"$namespace"'
+INFERENCE_LEGEND = "{{namespace}}/{{pod}} {{model_name}}"
+UNIT_TOKENS_PER_S = "suffix: tokens/s"
+
+
+def inference_efficiency_panels() -> list[Json]:
+    """The "Inference efficiency" panel set: energy and carbon per 1,000 generated tokens beside tokens/s.
+
+    Figures per 1,000 tokens read better than per token (400 J rather than 0.4 J). A pod shows up only while
+    its server generated tokens in the last 5 minutes (no tokens, no series: never 0 or Inf). The
+    full-width table comes first so the set starts on its own row and the pairs beside each other stay
+    paired whatever panels come before it.
+    """
+    per_model = "namespace_pod_model_name:footprint_%s:rate5m{" + INFERENCE_SEL + "}"
+    per_pod = "namespace_pod:footprint_%s:rate5m{" + INFERENCE_SEL + "}"
+    return [
+        table(
+            "Inference efficiency by pod",
+            "Each inference pod now (5-minute windows): energy, location-based CO2e and SCI per 1,000 "
+            "generated tokens, energy per answered request and tokens per second.",
+            "joule",
+            [
+                target("1000 * " + per_pod % "joules_per_token", table=True),
+                target("1000 * " + per_pod % "grams_per_token", table=True),
+                target("1000 * " + per_pod % "sci_grams_per_token", table=True),
+                target(per_pod % "joules_per_request", table=True),
+                target(per_pod % "inference_generation_tokens", table=True),
+            ],
+            columns={
+                "A": ("J / 1k tokens", "joule"),
+                "B": ("CO2e / 1k tokens", "massg"),
+                "C": ("SCI / 1k tokens", "massg"),
+                "D": ("J / request", "joule"),
+                "E": ("Tokens/s", UNIT_TOKENS_PER_S),
+            },
+            sort_by="J / 1k tokens",
+            w=24,
+            h=8,
+        ),
+        timeseries(
+            "Inference: energy per 1,000 generated tokens",
+            "GPU energy attributed to each inference pod per 1,000 tokens it generated, by model (a pod "
+            "serving several models splits its energy by their share of its tokens). 5-minute windows.",
+            "joule",
+            [target("1000 * " + per_model % "joules_per_token", INFERENCE_LEGEND)],
+        ),
+        timeseries(
+            "Inference: generated tokens per second",
+            "Tokens each pod generated per second (5-minute rate), from the server's own counter (vLLM, "
+            "SGLang, TGI, Triton with TensorRT-LLM): the denominator of the energy per token beside it, "
+            "over the same window.",
+            UNIT_TOKENS_PER_S,
+            [target(per_model % "inference_generation_tokens", INFERENCE_LEGEND)],
+        ),
+        timeseries(
+            "Inference: CO2e per 1,000 generated tokens",
+            "Location-based operational CO2e (grid average intensity, PUE included) of the pod's GPU "
+            "energy per 1,000 generated tokens, by model.",
+            "massg",
+            [target("1000 * " + per_model % "grams_per_token", INFERENCE_LEGEND)],
+        ),
+        timeseries(
+            "Inference: SCI per 1,000 tokens",
+            "Green Software Foundation SCI with R = 1,000 generated tokens: (operational CO2e of the pod's "
+            "GPU and CPU energy + embodied CO2e of the GPUs it holds) per 1,000 tokens, by model.",
+            "massg",
+            [target("1000 * " + per_model % "sci_grams_per_token", INFERENCE_LEGEND)],
+        ),
+        bargauge(
+            "Inference: energy per 1,000 tokens by model, all pods",
+            "Each model across every pod serving it: their GPU energy over their generated tokens, idle "
+            "serving pods included (their energy is part of what the model's tokens cost).",
+            "joule",
+            [target("1000 * model_name:footprint_joules_per_token:rate5m", "{{model_name}}")],
+            w=24,
+            h=6,
+        ),
+    ]
+
+
 def workloads() -> Json:
     proc_by = WORKLOAD_LABELS
     panels = [
@@ -940,12 +1022,13 @@ def workloads() -> Json:
             [target(f"sum by (user) (footprint_process_cpu_power_watts{{{PROC_CPU}}})", "{{user}}")],
             stack=True,
         ),
+        *inference_efficiency_panels(),
     ]
     return dashboard(
         "footprint-workloads",
         "Footprint / Workloads",
         "Energy and emissions per process, pod, Slurm job and user; each process's share of its "
-        "GPU and energy per GPU-hour.",
+        "GPU and energy per GPU-hour; inference efficiency (energy and CO2e per 1,000 tokens).",
         ["workloads"],
         [instance_variable(), gpu_variable(), namespace_variable()],
         panels,

@@ -13,7 +13,8 @@ node-a (cluster train, zone DE from electricitymaps, PUE 1.2, WUE 1.8 L/kWh, no 
 node-b (cluster infer, no zone: the embedded WORLD average 480 g/kWh, PUE 1.5, market 100 g/kWh, a BMC
   with 120 W unmetered, no WUE):
   GPU 0: pod team-b/infer-1 (user bob) 200 W generating 500 tokens/s, 40 W unattributed; GPU 1: pod
-  team-b/batch-2 (user carol) 250 W from 09:59:30 to 05:59:30 the next day, 50 W idle otherwise, and down
+  team-b/batch-2 (user carol, an SGLang server making 100 tokens/s) 250 W from 09:59:30 to 05:59:30 the
+  next day, 50 W idle otherwise, and down
   (no energy) for 5 minutes at 16:00 on the second day; CPU 80 W, of which 20 W is Slurm job 77 (user
   dave, no namespace).
 
@@ -47,6 +48,7 @@ PUE = {A: 1.2, B: 1.5}
 WUE_A = 1.8
 MARKET_B = 100.0
 TOKENS_PER_S = 500.0
+BATCH_TOKENS_PER_S = 100.0
 GPU_EMBODIED_G_PER_S = {A: 0.012, B: 0.01}
 NODE_EMBODIED_A = 0.02
 
@@ -106,7 +108,7 @@ class Truth:
     values: dict[str, dict[tuple[str, Workload | None], float]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(float))
     )
-    tokens: float = 0.0
+    tokens: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # pod -> generated tokens
 
     def add(self, part: str, instance: str, workload: Workload | None, value: float) -> None:
         self.values[part][(instance, workload)] += value
@@ -198,6 +200,18 @@ def build(path: Path) -> Truth:
             "model_name": "llama",
         },
     )
+    # batch-2 is an SGLang server: its counter, as the rules in prometheus/rules/inference.rules.yml read it.
+    batch_tokens = _Series(
+        "sglang:generation_tokens",
+        "counter",
+        {
+            "namespace": "team-b",
+            "pod": "batch-2",
+            "instance": "10.0.0.6:30000",
+            "job": "sglang",
+            "model_name": "qwen",
+        },
+    )
     budget = _Series("footprint:budget_usage:ratio", "gauge", {"budget": "team-b-monthly"})
     ticks = [DATA_START + i * STEP for i in range(int((DATA_END - DATA_START) // STEP) + 1)]
     for t in ticks:
@@ -209,10 +223,15 @@ def build(path: Path) -> Truth:
             if not _running(instance, t) or t + STEP > DATA_END:
                 continue
             _accrue(node, t, truth)
+        if batch_tokens.value > 0:
+            batch_tokens.points.append((t, batch_tokens.value))
         if t + STEP <= DATA_END:
             tokens.value += TOKENS_PER_S * STEP
+            running = max(0.0, min(t + STEP, BATCH[1]) - max(t, BATCH[0]))
+            batch_tokens.value += BATCH_TOKENS_PER_S * running
             if T0 <= t < T1:
-                truth.tokens += TOKENS_PER_S * STEP
+                truth.tokens["infer-1"] += TOKENS_PER_S * STEP
+                truth.tokens["batch-2"] += BATCH_TOKENS_PER_S * running
         tokens.points.append((t, tokens.value))
         budget.points.append((t, max(0.0, (t - T0) / (T1 - T0) * 0.8)))
     lines: list[str] = []
@@ -221,6 +240,7 @@ def build(path: Path) -> Truth:
         for s in node.series.values():
             families[s.family].append(s)
     families["vllm:generation_tokens"].append(tokens)
+    families["sglang:generation_tokens"].append(batch_tokens)
     families["footprint:budget_usage:ratio"].append(budget)
     for family, members in families.items():
         lines.append(f"# TYPE {family} {members[0].kind}")

@@ -17,7 +17,9 @@ import yaml
 from carbon_servers import FakeApi, Reply, uk_fw24h, uk_intensity
 
 from exporter.sources.simulated import SimulatedGpuSource
+from exporter.workload import parse_cgroup
 from tests.exporter_proc import ExporterProcess, start_exporter
+from tests.fake_inference import FakeInferenceServer, Traffic
 from tests.fake_redfish import FakeBmc, Profile, dmtf_modern
 from tests.prom_procs import prometheus
 
@@ -32,16 +34,34 @@ ALL = ".*"  # the allValue of every multi-value variable
 pytestmark = pytest.mark.integration
 
 
-def seed_with_every_identity() -> int:
-    """A simulation seed whose first processes include a Kubernetes pod, a Slurm job and a plain process.
+@dataclass(frozen=True)
+class Fleet:
+    seed: int
+    pod: str  # a simulated pod that holds its GPU for the whole test: the fake vLLM server's pod
+    namespace: str
+
+
+def seed_with_every_identity() -> Fleet:
+    """A simulation seed whose first processes include a Kubernetes pod, a Slurm job and a plain process,
+    and one of whose pods holds its GPU for the first 300 s (long enough for every query to have data).
 
     Each value of the simulated fleet is a function of the seed and time, so this is found, not hoped for.
     """
     for seed in range(500):
-        cgroups = [p.cgroup or "" for r in SimulatedGpuSource(4, seed).read(0.0) for p in r.processes or ()]
-        if any("slurm" in c for c in cgroups) and any("kubepods" in c for c in cgroups):
-            return seed
-    raise AssertionError("no simulation seed starts with both a pod and a Slurm job")
+        source = SimulatedGpuSource(4, seed)
+        first = source.read(0.0)
+        cgroups = [p.cgroup or "" for r in first for p in r.processes or ()]
+        if not (any("slurm" in c for c in cgroups) and any("kubepods" in c for c in cgroups)):
+            continue
+        held = {
+            (r.index, p.cgroup) for r in first for p in r.processes or () if "kubepods" in (p.cgroup or "")
+        }
+        for t in range(30, 301, 30):
+            held &= {(r.index, p.cgroup) for r in source.read(float(t)) for p in r.processes or ()}
+        for _, cgroup in sorted(held, key=str):
+            name, namespace = source.pods()[parse_cgroup(cgroup or "").pod_uid]
+            return Fleet(seed, name, namespace)
+    raise AssertionError("no simulation seed starts with both a pod and a Slurm job and keeps a pod 300 s")
 
 
 def uk_forecast_points() -> list[tuple[str, str, float]]:
@@ -60,6 +80,7 @@ def uk_forecast_points() -> list[tuple[str, str, float]]:
 class Stack:
     prometheus: str  # base URL
     instance: str  # the exporter's instance label
+    inference_pod: str  # namespace/pod of the fake vLLM server
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +92,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     bmc = FakeBmc(tmp, Profile(base_w=8000.0))
     dmtf_modern(bmc)
     exporter: ExporterProcess | None = None
+    fleet = seed_with_every_identity()
+    # An inference server in one of the simulated pods, for the inference efficiency panels.
+    vllm = FakeInferenceServer("vllm", Traffic("meta-llama/Llama-3.1-8B-Instruct", 4.0, 800, 200))
     try:
         api.script("/intensity", Reply(body=uk_intensity(forecast=210, actual=None, start=time.time())))
         api.script("/intensity/*", Reply(body=uk_fw24h(uk_forecast_points())))
@@ -103,7 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         exporter = start_exporter(
             [
                 "--source.gpu=simulated",
-                f"--source.gpu.simulated.seed={seed_with_every_identity()}",
+                f"--source.gpu.simulated.seed={fleet.seed}",
                 "--source.cpu=estimated",
                 "--sample.interval=250ms",
                 f"--config.file={tmp / 'exporter.yml'}",
@@ -130,15 +154,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": rule_files,
             "scrape_configs": [
-                {"job_name": "footprint", "static_configs": [{"targets": [exporter.instance]}]}
+                {"job_name": "footprint", "static_configs": [{"targets": [exporter.instance]}]},
+                {
+                    # What a PodMonitor gives the server's series: its pod's namespace and name.
+                    "job_name": "vllm",
+                    "static_configs": [
+                        {"targets": [vllm.target], "labels": {"namespace": fleet.namespace, "pod": fleet.pod}}
+                    ],
+                },
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
         with prometheus(tmp / "prometheus.yml", tmp / "prom") as prom:
-            yield Stack(prom.url, exporter.instance)
+            yield Stack(prom.url, exporter.instance, f"{fleet.namespace}/{fleet.pod}")
     finally:
         if exporter is not None:
             exporter.stop()
+        vllm.close()
         api.close()
         bmc.close()
 
@@ -277,3 +309,18 @@ def test_fleet_power_is_the_node_input_power_where_a_bmc_reads_it(stack: Stack) 
     # The node panel's unmetered part is what the components leave of the BMC's 8 kW.
     unmetered = panel_value(stack, "Footprint / Node and GPU", "Unmetered share of node energy")
     assert 0.5 < unmetered[f"instance={stack.instance}"] < 1.0
+
+
+def test_inference_panels_join_the_fake_servers_pod(stack: Stack) -> None:
+    namespace, pod = stack.inference_pod.split("/")
+    deadline = time.monotonic() + 60
+    while True:
+        energy = panel_value(stack, "Footprint / Workloads", "Inference: energy per 1,000 generated tokens")
+        if energy or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    # One series, for the server's pod and model, joined with the simulated pod's GPU energy (its exact
+    # value against a known truth is tests/test_inference.py's job).
+    ((labels, joules),) = energy.items()
+    assert labels == f"model_name=meta-llama/Llama-3.1-8B-Instruct,namespace={namespace},pod={pod}"
+    assert 0 < joules < 700 / 800 * 1000, joules  # at most an H100 at its power limit over 800 tokens/s

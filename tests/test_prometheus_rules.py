@@ -25,8 +25,13 @@ def rules_of(path: Path) -> list[dict[str, object]]:
     return [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
 
 
-def test_the_three_rule_files_exist() -> None:
-    assert [p.name for p in RULE_FILES] == ["alerts.yml", "budgets.rules.yml", "footprint.rules.yml"]
+def test_the_four_rule_files_exist() -> None:
+    assert [p.name for p in RULE_FILES] == [
+        "alerts.yml",
+        "budgets.rules.yml",
+        "footprint.rules.yml",
+        "inference.rules.yml",
+    ]
 
 
 def test_promtool_check_config_resolves_every_rule_file() -> None:

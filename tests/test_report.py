@@ -126,9 +126,11 @@ def test_csv_by_namespace_matches_the_truth(store: Store, tmp_path: Path) -> Non
     share = truth.total("energy_j", data.A, namespace="team-a") / node_a_energy
     assert close(rows["team-a"]["water_l"], truth.total("water_l") * share)
     assert rows["team-b"]["water_l"] == "" and total["water_l"] == ""
-    # Tokens: infer-1 at 200 W and 500 tokens/s is 0.4 J per token.
-    assert close(rows["team-b"]["tokens"], truth.tokens)
-    assert close(rows["team-b"]["energy_per_token_j"], 200.0 / data.TOKENS_PER_S)
+    # Tokens: infer-1 (vLLM) at 200 W and 500 tokens/s, batch-2 (SGLang) at 250 W and 100 tokens/s.
+    tokens = truth.tokens["infer-1"] + truth.tokens["batch-2"]
+    assert close(rows["team-b"]["tokens"], tokens)
+    gpu_joules = truth.total("energy_j", pod="infer-1") + truth.total("energy_j", pod="batch-2")
+    assert close(rows["team-b"]["energy_per_token_j"], gpu_joules / tokens)
     assert rows["team-a"]["tokens"] == "" and rows["team-a"]["energy_per_token_j"] == ""
     # The rows add up to the total.
     assert close(sum(float(r["energy_kwh"]) for r in rows.values()), float(total["energy_kwh"]), 1e-9)
@@ -168,7 +170,10 @@ def test_json_by_user_matches_the_truth(store: Store, tmp_path: Path) -> None:
     assert close(total["energy_kwh"], store.truth.total("energy_j") / KWH)
     assert close(total["emissions_location_kg"], store.truth.total("location_g") / 1000)
     assert total["emissions_market_kg"] is None
-    assert close(total["tokens"], store.truth.tokens)
+    assert close(total["tokens"], sum(store.truth.tokens.values()))
+    assert close(rows["bob"]["energy_per_token_j"], 200.0 / data.TOKENS_PER_S)
+    assert close(rows["carol"]["energy_per_token_j"], 250.0 / data.BATCH_TOKENS_PER_S)
+    assert rows["dave"]["tokens"] is None and rows["dave"]["energy_per_token_j"] is None
     codes = {n["code"] for n in doc["quality"]["notes"]}
     assert {"world_average", "stale_intensity", "exporter_restart", "coverage_gap", "gpu_down"} <= codes
     assert {"market_missing", "water_missing", "components_only", "source_down", "unmeasured_device"} <= codes
@@ -223,7 +228,9 @@ def test_markdown_carries_the_figures(store: Store, tmp_path: Path) -> None:
     assert cells[4] == "–"  # no market figure for the whole: node-a has no carbon.market
     assert "**world_average** (warning)" in text and "**stale_intensity** (warning)" in text
     team_b = next(line for line in text.splitlines() if line.startswith("| team-b |"))
-    assert "0.400" in team_b  # joules per token
+    tokens = store.truth.tokens["infer-1"] + store.truth.tokens["batch-2"]
+    joules = store.truth.total("energy_j", pod="infer-1") + store.truth.total("energy_j", pod="batch-2")
+    assert f"| {joules / tokens:.3f} |" in team_b  # joules per token
 
 
 def test_html_renders_in_chromium_with_charts_and_no_errors(store: Store, tmp_path: Path) -> None:

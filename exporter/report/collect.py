@@ -44,7 +44,13 @@ PARTS: dict[str, tuple[str, str]] = {
     "emb_node": ("footprint_node_embodied_emissions_grams_total", ""),
     "water": ("footprint_water_litres_total", ""),
 }
-TOKENS = "vllm:generation_tokens_total"
+# Generated-token counters of the inference servers, as prometheus/rules/inference.rules.yml reads them
+# (docs/inference.md): vLLM, SGLang, TGI (a histogram's sum), and Triton's TensorRT-LLM backend.
+TOKEN_COUNTERS = (
+    '{__name__=~"vllm:generation_tokens_total|sglang:generation_tokens_total|tgi_request_generated_tokens_sum"'
+    ', pod!=""}',
+    'nv_llm_output_token_len_sum{pod!="", response_metric_type="total_output_tokens"}',
+)
 BUDGET_USAGE = "footprint:budget_usage:ratio"
 WORKLOAD_LABELS = frozenset(catalogue.WORKLOAD)
 
@@ -514,14 +520,13 @@ class ReportBuilder:
             )
 
     def _tokens(self, stored: Stored, window: float) -> None:
-        tokens = self.api.query(
-            f"sum by (namespace, pod) (increase({TOKENS}[{_duration(window)}]))", self.spec.end
-        )
-        stored.tokens = {
-            (s.labels.get("namespace", ""), s.labels.get("pod", "")): s.value
-            for s in tokens
-            if s.value > 0 and s.labels.get("pod")
-        }
+        counted: dict[tuple[str, str], float] = defaultdict(float)
+        for counter in TOKEN_COUNTERS:
+            promql = f"sum by (namespace, pod) (increase({counter}[{_duration(window)}]))"
+            for s in self.api.query(promql, self.spec.end):
+                if s.value > 0 and s.labels.get("pod"):
+                    counted[(s.labels.get("namespace", ""), s.labels["pod"])] += s.value
+        stored.tokens = dict(counted)
         if not stored.tokens:
             return
         labels = tuple(dict.fromkeys((self.spec.by, "namespace", "pod")))

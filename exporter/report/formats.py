@@ -23,7 +23,7 @@ UNITS = {
     "unmetered_energy_kwh": "kWh of node energy outside GPU, CPU and DRAM (BMC reading minus components)",
     "facility_energy_kwh": "kWh at the facility meter: IT energy x PUE",
     "water_l": "litres of site water (IT energy x WUE)",
-    "tokens": "generated tokens (vllm:generation_tokens_total) of the group's pods",
+    "tokens": "generated tokens of the group's pods (vLLM, SGLang, TGI, Triton counters; docs/inference.md)",
     "energy_per_token_j": "GPU joules per generated token, over the pods that report tokens",
     "coverage": "fraction of the period with stored samples of the nodes the group used (energy-weighted)",
 }
