@@ -177,6 +177,7 @@ def test_json_by_user_matches_the_truth(store: Store, tmp_path: Path) -> None:
     codes = {n["code"] for n in doc["quality"]["notes"]}
     assert {"world_average", "stale_intensity", "exporter_restart", "coverage_gap", "gpu_down"} <= codes
     assert {"market_missing", "water_missing", "components_only", "source_down", "unmeasured_device"} <= codes
+    assert "market_excludes_unmetered" in codes  # node-b has a BMC and carbon.market
     unmeasured = next(n for n in doc["quality"]["notes"] if n["code"] == "unmeasured_device")
     assert unmeasured["instances"] == [data.B] and "GPU-gpu1 (read_failed)" in unmeasured["text"]
     coverage = doc["quality"]["coverage"]

@@ -611,6 +611,25 @@ class ReportBuilder:
                     "info",
                 )
             )
+        both = sorted(
+            {
+                i
+                for r in rows
+                for i in r.instances
+                if _served(stored, ("energy_unmetered",), i) and _served(stored, ("mkt_gpu", "mkt_cpu"), i)
+            }
+        )
+        if both:
+            notes.append(
+                Note(
+                    "market_excludes_unmetered",
+                    "Market-based emissions cover GPU, CPU and DRAM energy: the unmetered node energy a BMC "
+                    f"measures has no market-based counter (on {', '.join(both[:10])}); its location-based "
+                    "emissions are counted.",
+                    tuple(both),
+                    "info",
+                )
+            )
         for r in rows:
             if "attributed_exceeds_measured" in r.notes:
                 notes.append(
