@@ -3,7 +3,9 @@
 ``python -m benchmarks.node [--polls N] [--output FILE]`` prints a Markdown report and writes it to
 ``benchmarks/results/node.md``. Polling cost is measured against the fake Redfish service of the tests
 (loopback HTTPS, same process) and the fake ipmitool; accuracy runs the real integrator on readings taken
-from the fake's power profile every 10 s, against the profile's exact integral.
+from the fake's power profile every 10 s, against the profile's exact integral. The sampler's tick cost
+with the unmetered energy spread over processes (--attribution.node-unmetered=spread) is set against
+keeping it at node level, on the scale benchmark's fake GPUs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.node_power import NodeEnergyIntegrator
+from benchmarks.fakes import ConstantCpuSource, FakeClock, ScaledGpuSource, attribution_for
+from exporter.carbon.config import CarbonConfig
+from exporter.carbon.service import CarbonService
+from exporter.ledger import ProcessLedger
+from exporter.model import NodeReading
+from exporter.node_power import NodeEnergyIntegrator, NodePoller
+from exporter.sampler import Sampler
 from exporter.sources.bmc_credentials import BmcCredentials
 from exporter.sources.ipmi import IpmitoolDcmiSource
 from exporter.sources.redfish import RedfishClient, RedfishNodeSource
@@ -172,7 +180,83 @@ def accuracy(hours: float = 2.0, poll_s: float = 10.0) -> list[Accuracy]:
     return out
 
 
-def render(costs: Sequence[Cost], acc: Sequence[Accuracy], polls: int) -> str:
+@dataclass
+class SpreadCost:
+    size: str
+    mode: str  # "node" or "spread"
+    median_ms: float  # sampler tick, median
+    mean_ms: float  # including the ticks that close a node interval (one in ten)
+    unmetered_j: float
+    unmetered_unattributed_j: float
+
+
+class _SteadyBmc:
+    name = "redfish"
+
+    def read(self) -> NodeReading:
+        return NodeReading(12_000.0)
+
+    def close(self) -> None:
+        pass
+
+
+def spread_cost(gpus: int, processes: int, ticks: int = 600) -> list[SpreadCost]:
+    """Tick cost with the unmetered energy kept at node level and spread, the BMC read every 10 ticks
+    half-way between two (so every node interval takes parts of two ticks); best of two runs each."""
+    out = []
+    for mode in ("node", "spread"):
+        runs = []
+        for _ in range(2):
+            with tempfile.TemporaryDirectory(prefix="bench-procfs-") as procfs:
+                clock, wall = FakeClock(1000.0), FakeClock(1_700_000_000.0)
+                source = ScaledGpuSource(gpus, processes)
+                att = attribution_for(source.list_pods, procfs)
+                att.node_ledger = ProcessLedger("pid", 500, 600.0) if mode == "spread" else None
+                poller = NodePoller(_SteadyBmc(), interval_s=10.0, clock=clock)
+                carbon = CarbonService(CarbonConfig(zone="DE", pue=1.2), clock=wall)
+                sampler = Sampler(
+                    source, ConstantCpuSource(), carbon, att, clock=clock, wall_clock=wall, node=poller
+                )
+                sampler.tick()
+                times = []
+                for i in range(ticks):
+                    clock.t += 1.0
+                    wall.t += 1.0
+                    if i % 10 == 5:
+                        clock.t += 0.5
+                        poller.poll_once()
+                        clock.t -= 0.5
+                    started = time.perf_counter()
+                    sampler.tick()
+                    times.append(time.perf_counter() - started)
+                node = sampler.snapshot.node
+                assert node is not None
+                steady = times[len(times) // 10 :]
+                runs.append(
+                    (
+                        statistics.median(steady) * 1e3,
+                        statistics.fmean(steady) * 1e3,
+                        node.unmetered_energy_j_total,
+                        node.unmetered_unattributed_j_total,
+                    )
+                )
+        median_ms, mean_ms, unmetered, rest = min(runs)
+        out.append(
+            SpreadCost(
+                f"{gpus} GPUs x {processes} processes",
+                mode,
+                median_ms,
+                mean_ms,
+                unmetered,
+                unmetered if rest is None else rest,
+            )
+        )
+    return out
+
+
+def render(
+    costs: Sequence[Cost], acc: Sequence[Accuracy], polls: int, spread: Sequence[SpreadCost] = ()
+) -> str:
     lines = [
         "# Node (BMC) source benchmark",
         "",
@@ -205,6 +289,20 @@ def render(costs: Sequence[Cost], acc: Sequence[Accuracy], polls: int) -> str:
     ]
     for a in acc:
         lines.append(f"| {a.profile} | {a.method} | {a.hours:g} | {a.truth_kwh:.3f} | {a.error_pct:+.3f}% |")
+    if spread:
+        lines += [
+            "",
+            "## Sampler tick with the unmetered energy at node level or spread (BMC read every 10 ticks)",
+            "",
+            "| size | --attribution.node-unmetered | tick, median | tick, mean | vs node, mean |",
+            "|---|---|---|---|---|",
+        ]
+        base = {c.size: c.mean_ms for c in spread if c.mode == "node"}
+        for c in spread:
+            lines.append(
+                f"| {c.size} | {c.mode} | {c.median_ms:.2f} ms | {c.mean_ms:.2f} ms | "
+                f"{c.mean_ms / base[c.size]:.2f}x |"
+            )
     return "\n".join(lines)
 
 
@@ -214,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "node.md")
     args = parser.parse_args(argv)
     costs = [*redfish_costs(args.polls), ipmi_cost(min(args.polls, 50))]
-    text = render(costs, accuracy(), args.polls)
+    spread = [*spread_cost(8, 10), *spread_cost(8, 200)]
+    text = render(costs, accuracy(), args.polls, spread)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text + "\n", encoding="utf-8")

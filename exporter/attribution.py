@@ -248,6 +248,76 @@ def attribute_cpu_energy(
     return _split(energy_j, energy_j - idle, weights, denominator)
 
 
+def spread_unmetered(
+    unmetered_j: float, process_j: Sequence[float], component_j: float
+) -> tuple[list[float], float]:
+    """Split a node interval's unmetered energy by each process's share of the metered energy.
+
+    ``process_j`` is the GPU + CPU energy each process was charged over the node interval's span, and
+    ``component_j`` the GPU + CPU + DRAM energy measured over the same span (what the processes got
+    plus what stayed unattributed: idle GPUs, CPU idle power, DRAM). A process gets
+    ``unmetered x its joules / component joules``; the rest, the share of the metered energy that no
+    process was charged, stays with no process, so the two add up to ``unmetered_j`` exactly (as
+    ``_split`` makes them). Should the processes' joules add up to more than the components' (they
+    are summed in another order), their sum is the denominator: nothing is ever over-attributed.
+    """
+    _check_energy(unmetered_j)
+    weights = [_activity(j) for j in process_j]
+    denominator = max(_activity(component_j), math.fsum(weights))
+    return _split(unmetered_j, unmetered_j, weights, denominator)
+
+
+# What ProcessCpuTimes.read gives per interval: {(pid, start time): (CPU seconds, comm, user)}.
+CpuUsage = Mapping[tuple[int, float], tuple[float, str, str]]
+
+
+class CpuTimeSince:
+    """The processes' CPU time since each CPU energy domain's last good reading.
+
+    Process CPU times are read every tick, but a domain whose energy read failed gets, at its next
+    reading, an energy delta over the whole gap: it must be split by the CPU time of that same gap,
+    not of the last tick alone (else the gap's idle power would be taken as activity and charged to
+    whoever runs now). So each tick's CPU time is kept for every domain until that domain is read
+    again (``take``). A gap longer than ``max_span_s`` is not kept (memory stays bounded whatever
+    happens to a domain): ``take`` then says None and the gap's energy stays unattributed.
+    """
+
+    def __init__(self, max_span_s: float) -> None:
+        self.max_span_s = max_span_s
+        self._pending: dict[str, list[tuple[CpuUsage, float]]] = {}
+        self._since: dict[str, float] = {}
+        self._lost: set[str] = set()
+
+    def add(self, now: float, usage: CpuUsage, busy_s: float, domains: Iterable[str]) -> None:
+        """One tick's CPU time (since the previous tick), for each of the ``domains`` known so far."""
+        for domain in domains:
+            since = self._since.setdefault(domain, now)
+            if domain in self._lost:
+                continue
+            if now - since > self.max_span_s:
+                self._lost.add(domain)
+                self._pending.pop(domain, None)
+                continue
+            self._pending.setdefault(domain, []).append((usage, busy_s))
+
+    def take(self, domain: str, now: float) -> tuple[CpuUsage, float] | None:
+        """The CPU time (per process, and the machine's busy seconds) since ``domain``'s previous
+        reading, which is now; None when that gap was too long to keep."""
+        chunks = self._pending.pop(domain, [])
+        self._since[domain] = now
+        if domain in self._lost:
+            self._lost.discard(domain)
+            return None
+        if len(chunks) == 1:
+            return chunks[0]
+        merged: dict[tuple[int, float], tuple[float, str, str]] = {}
+        for usage, _ in chunks:
+            for key, (seconds, comm, user) in usage.items():
+                before = merged.get(key)
+                merged[key] = (seconds + (before[0] if before else 0.0), comm, user)
+        return merged, math.fsum(busy for _, busy in chunks)
+
+
 CPU_IDLE_MODES = ("unattributed", "spread")
 
 

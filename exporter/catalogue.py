@@ -140,6 +140,30 @@ _SPECS = [
         "process",
     ),
     MetricSpec(
+        "footprint_process_node_unmetered_energy_joules_total",
+        "counter",
+        WORKLOAD,
+        "The process's share of the unmetered node energy in joules, by its share of the GPU + CPU energy "
+        "of each node interval (only with --attribution.node-unmetered=spread and a node source).",
+        "process",
+    ),
+    MetricSpec(
+        "footprint_process_node_unmetered_emissions_grams_total",
+        "counter",
+        WORKLOAD,
+        "Operational CO2e in grams (average signal, PUE included) of the process's share of the unmetered "
+        "node energy (only with --attribution.node-unmetered=spread).",
+        "process",
+    ),
+    MetricSpec(
+        "footprint_process_node_unmetered_market_emissions_grams_total",
+        "counter",
+        WORKLOAD,
+        "Market-based Scope 2 CO2e in grams of the process's share of the unmetered node energy (only with "
+        "--attribution.node-unmetered=spread and carbon.market).",
+        "process",
+    ),
+    MetricSpec(
         "footprint_cpu_unattributed_energy_joules_total",
         "counter",
         ("package",),
@@ -183,7 +207,16 @@ _SPECS = [
         "counter",
         (),
         "Node energy in joules not covered by the GPU, CPU and DRAM readings of the same time (fans, NICs, "
-        "storage, power supply losses); node level, attributed to no workload.",
+        "storage, power supply losses); node level (with --attribution.node-unmetered=spread also shared "
+        "out in footprint_process_node_unmetered_energy_joules_total).",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_unmetered_unattributed_energy_joules_total",
+        "counter",
+        (),
+        "The part of the unmetered node energy in joules charged to no process (only with "
+        "--attribution.node-unmetered=spread): processes' shares + this = unmetered.",
         "node",
     ),
     MetricSpec(
@@ -199,6 +232,22 @@ _SPECS = [
         (),
         "Operational CO2e in grams of the unmetered node energy (average signal, PUE included); GPU + CPU + "
         "unmetered emissions are the node's.",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_market_emissions_grams_total",
+        "counter",
+        ("method",),
+        "Market-based Scope 2 CO2e in grams of the whole node's energy from the BMC (carbon.market: "
+        "instruments, supplier factor, residual mix; PUE included; only with carbon.market).",
+        "node",
+    ),
+    MetricSpec(
+        "footprint_node_unmetered_market_emissions_grams_total",
+        "counter",
+        (),
+        "Market-based Scope 2 CO2e in grams of the unmetered node energy (only with carbon.market); GPU + "
+        "CPU + unmetered market-based emissions are the node's.",
         "node",
     ),
     MetricSpec(
@@ -429,6 +478,16 @@ _SPECS = [
         ("driver",),
         "NVIDIA GPUs on the PCI bus (sysfs, --path.sysfs) by bound driver (nvidia, vfio-pci, ...), "
         "whether or not the exporter can read them: more here than GPUs served means missed GPUs.",
+        "self",
+    ),
+    MetricSpec(
+        "footprint_http_connections_rejected_total",
+        "counter",
+        ("reason",),
+        "HTTP connections the exporter closed or refused because of its connection bounds: evicted (closed "
+        "to make room while still waiting for its request headers, all 64 slots taken), refused (all slots "
+        "busy answering requests), timeout (request headers not in within 10 s, or the whole request "
+        "not done within 60 s).",
         "self",
     ),
     MetricSpec(

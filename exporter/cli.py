@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from exporter.carbon.config import CarbonConfig, parse_carbon_config
-from exporter.collector import SnapshotCollector
+from exporter.collector import ConnectionLimitCollector, SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
+from exporter.connection_limit import ConnectionLimiter
 from exporter.errors import ConfigError
 from exporter.landing import render_landing
 from exporter.sampler import PROCESS_STATE_KEYS, Attribution, Sampler
@@ -223,6 +224,10 @@ def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
         pods = kubelet_pod_lister(url, cfg["kubernetes.token-file"], cfg["kubernetes.ca-file"])
     policy = AttributionPolicy(kind=cfg["attribution.policy"], idle_watts=cfg["attribution.idle-watts"])
 
+    spread = cfg["attribution.node-unmetered"] == "spread"
+    if spread and cfg["source.node"] == "none":
+        log.warning("--attribution.node-unmetered=spread has nothing to spread without --source.node")
+
     def ledger() -> ProcessLedger:
         return ProcessLedger(
             cfg["attribution.group-by"], cfg["attribution.max-series"], cfg["attribution.retention"]
@@ -239,6 +244,7 @@ def build_attribution(cfg: Config, gpu_source: GpuSource | None) -> Attribution:
             cfg["attribution.cpu-package-idle-watts"],
             cfg["attribution.cpu-dram-idle-watts"],
         ),
+        node_ledger=ledger() if spread else None,
     )
 
 
@@ -334,6 +340,8 @@ def run_exporter(argv: Sequence[str]) -> int:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: sampler.snapshot))
+    limiter = ConnectionLimiter()
+    registry.register(ConnectionLimitCollector(limiter.rejected))
     interval = cfg["sample.interval"]
     stop = threading.Event()
     # Created now so that /healthz can ask it; started once everything else is up. on_tick is
@@ -364,6 +372,7 @@ def run_exporter(argv: Sequence[str]) -> int:
             web,
             cfg["web.telemetry-path"],
             healthy,
+            limiter=limiter,
             routes={central.PATH: carbon_json, "/": landing},
         )
     except OSError as exc:

@@ -62,13 +62,39 @@ def _add_node(f: _Families, node: NodeState) -> None:
             f.add("footprint_node_power_watts", method, node.power_w)
         f.add("footprint_node_energy_joules_total", method, node.energy_j_total)
         f.add("footprint_node_unmetered_energy_joules_total", [], node.unmetered_energy_j_total)
+        if node.unmetered_unattributed_j_total is not None:
+            f.add(
+                "footprint_node_unmetered_unattributed_energy_joules_total",
+                [],
+                node.unmetered_unattributed_j_total,
+            )
         if node.emissions_g_total is not None and node.unmetered_emissions_g_total is not None:
             f.add("footprint_node_emissions_grams_total", method, node.emissions_g_total)
             f.add("footprint_node_unmetered_emissions_grams_total", [], node.unmetered_emissions_g_total)
+        if node.market_emissions_g_total is not None and node.unmetered_market_emissions_g_total is not None:
+            f.add("footprint_node_market_emissions_grams_total", method, node.market_emissions_g_total)
+            f.add(
+                "footprint_node_unmetered_market_emissions_grams_total",
+                [],
+                node.unmetered_market_emissions_g_total,
+            )
         for part in node.parts:
             f.add("footprint_node_reading_info", [node.method, part], 1)
     f.add("footprint_node_data_quality_errors_total", ["below_components"], node.below_components_total)
     f.add("footprint_node_data_quality_errors_total", ["not_compared"], node.gaps_total)
+
+
+class ConnectionLimitCollector(Collector):
+    """Serves the HTTP connection bounds' counts (ConnectionLimiter lives beside the sampler, not in it)."""
+
+    def __init__(self, rejected: Callable[[], dict[str, int]]) -> None:
+        self.rejected = rejected
+
+    def collect(self) -> Iterator[Metric]:
+        f = _Families()
+        for reason, count in sorted(self.rejected().items()):
+            f.add("footprint_http_connections_rejected_total", [reason], count)
+        yield from f
 
 
 class SnapshotCollector(Collector):
@@ -142,6 +168,18 @@ class SnapshotCollector(Collector):
             if p.market_emissions_g_total is not None:
                 f.add(
                     "footprint_process_cpu_market_emissions_grams_total", labels, p.market_emissions_g_total
+                )
+
+        for p in snap.node_processes:
+            labels = _workload_labels(p)
+            f.add("footprint_process_node_unmetered_energy_joules_total", labels, p.energy_j_total)
+            if snap.intensities:
+                f.add("footprint_process_node_unmetered_emissions_grams_total", labels, p.emissions_g_total)
+            if p.market_emissions_g_total is not None:
+                f.add(
+                    "footprint_process_node_unmetered_market_emissions_grams_total",
+                    labels,
+                    p.market_emissions_g_total,
                 )
 
         for c in snap.cpus:

@@ -272,6 +272,15 @@ FLAGS: tuple[Flag, ...] = (
         maximum=2000,
     ),
     Flag(
+        "attribution.node-unmetered",
+        "choice",
+        "node",
+        "The unmetered node energy (--source.node): node (kept at node level) or spread (also shared out "
+        "to processes by their share of the GPU + CPU energy of each node interval, into separate "
+        "footprint_process_node_unmetered_* counters).",
+        ("node", "spread"),
+    ),
+    Flag(
         "attribution.nvml-sample-period",
         "duration",
         None,

@@ -62,6 +62,11 @@ class ConnectionLimiter:
         with self._lock:
             return len(self._open)
 
+    def rejected(self) -> dict[str, int]:
+        """Connections closed or refused by the bounds so far, by reason (served as a self-metric)."""
+        with self._lock:
+            return {"evicted": self.evicted, "refused": self.refused, "timeout": self.timed_out}
+
     def admit(self, sock: socket.socket) -> bool:
         """Count a new connection, closing the oldest waiting one if all slots are taken.
 

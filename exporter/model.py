@@ -216,6 +216,8 @@ class Snapshot:
     gpu_processes: tuple[ProcessState, ...] = ()
     cpus: tuple[CpuState, ...] = ()
     cpu_processes: tuple[ProcessState, ...] = ()
+    # Each process's share of the unmetered node energy (--attribution.node-unmetered=spread).
+    node_processes: tuple[ProcessState, ...] = ()
     sources: tuple[SourceStatus, ...] = ()
     intensities: tuple[IntensityState, ...] = ()
     providers: tuple[ProviderState, ...] = ()
@@ -271,3 +273,9 @@ class NodeState:
     below_components_total: int  # intervals whose node energy was below the components' (data quality)
     gaps_total: int  # intervals not compared (no reading or no component figures across them)
     parts: tuple[str, ...] = ()
+    # With --attribution.node-unmetered=spread: the unmetered energy charged to no process (None: not
+    # spread, all of it is node level).
+    unmetered_unattributed_j_total: float | None = None
+    # Market-based Scope 2 of the node's energy and of its unmetered part (only with carbon.market).
+    market_emissions_g_total: float | None = None
+    unmetered_market_emissions_g_total: float | None = None

@@ -13,15 +13,19 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Generic, TypeVar
 
+from exporter.attribution import spread_unmetered
 from exporter.energy import integrate_power
 from exporter.model import NodeReading, SourceStatus
 from exporter.sources import NodeSource
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)  # what NodeAccount spreads the unmetered energy over (a process)
 
 MAX_PENDING_INTERVALS = 10_000  # undrained intervals kept (the sampler drains every tick)
 MAX_RETRY_AFTER_S = 300.0
@@ -242,7 +246,7 @@ class NodePoller:
         self.source.close()
 
 
-class NodeAccount:
+class NodeAccount(Generic[K]):
     """Node totals, and the node energy that the GPU, CPU and DRAM readings do not cover ("unmetered").
 
     The sampler records the components' energy every tick (``components``) and hands over each node
@@ -252,26 +256,50 @@ class NodeAccount:
     unmetered energy (up to one interval's node energy, so the BMC's averaging lag cannot make the
     counter run high while a real, lasting shortfall does not hold it at zero for ever). So the counter
     never goes down, and over a span where it grows it grows by exactly node minus components.
+
+    With ``spread`` the sampler also says, every tick, what each process was charged out of the
+    components' energy; ``split`` then shares an interval's unmetered energy among the processes by
+    their part of the components' energy over exactly that interval's span.
     """
 
-    def __init__(self, keep_s: float = 120.0) -> None:
+    def __init__(self, keep_s: float = 120.0, spread: bool = False) -> None:
         self.keep_s = keep_s
         self.energy_j = 0.0
         self.unmetered_j = 0.0
         self.grams = 0.0
         self.unmetered_grams = 0.0
+        # Market-based (carbon.market): None until an interval is accounted with a market factor.
+        self.market_grams: float | None = None
+        self.unmetered_market_grams: float | None = None
+        # The part of the unmetered energy charged to no process: all of it unless ``spread``.
+        self.unmetered_unattributed_j = 0.0
         self.below_components = 0
         self.not_compared = 0
+        self.spread = spread
         self._deficit_j = 0.0
         self._cumulative_j = 0.0
+        self._last_components_j: float | None = None
         # (monotonic time of a tick, components' cumulative joules then, whether every component was read)
         self._history: deque[tuple[float, float, bool]] = deque(maxlen=100_000)
+        # With ``spread``: (start, end, joules charged to each process) of every tick not yet behind a
+        # closed node interval, so that processes are weighed over exactly the node interval's span.
+        self._process_ticks: deque[tuple[float, float, Mapping[K, float]]] = deque()
 
-    def components(self, now: float, joules: float, complete: bool) -> None:
+    def components(
+        self, now: float, joules: float, complete: bool, processes: Mapping[K, float] | None = None
+    ) -> None:
+        """One tick: the components' energy since the previous tick, and (with ``spread``) the joules
+        each process was charged out of it."""
+        previous = self._history[-1][0] if self._history else None
         self._cumulative_j += joules
         self._history.append((now, self._cumulative_j, complete))
         while len(self._history) > 2 and self._history[1][0] < now - self.keep_s:
             self._history.popleft()
+        ticks = self._process_ticks
+        if self.spread and processes and previous is not None and now > previous:
+            ticks.append((previous, now, processes))
+        while ticks and ticks[0][1] < now - self.keep_s:
+            ticks.popleft()
 
     def component_energy(self, t0: float, t1: float) -> float | None:
         """GPU + CPU + DRAM joules over [t0, t1], or None when the ticks do not cover it completely."""
@@ -290,11 +318,29 @@ class NodeAccount:
 
         return cumulative_at(t1) - cumulative_at(t0)
 
-    def add(self, interval: NodeInterval, grams_per_j: float) -> float:
-        """Account one node interval; returns the unmetered joules it added."""
+    def process_energy(self, t0: float, t1: float) -> dict[K, float]:
+        """Joules each process was charged over [t0, t1], a tick's taken as spread evenly over it: the
+        same interpolation as ``component_energy``, so the two describe the same span."""
+        out: dict[K, float] = {}
+        for ta, tb, joules in self._process_ticks:
+            overlap = min(tb, t1) - max(ta, t0)
+            if overlap <= 0:
+                continue
+            fraction = min(1.0, overlap / (tb - ta))
+            for key, j in joules.items():
+                out[key] = out.get(key, 0.0) + j * fraction
+        return out
+
+    def add(self, interval: NodeInterval, grams_per_j: float, market_per_j: float | None = None) -> float:
+        """Account one node interval at its grams per joule (location- and, with a market configuration,
+        market-based, PUE included); returns the unmetered joules it added."""
         self.energy_j += interval.energy_j
         self.grams += interval.energy_j * grams_per_j
+        if market_per_j is not None:
+            self.market_grams = (self.market_grams or 0.0) + interval.energy_j * market_per_j
+            self.unmetered_market_grams = self.unmetered_market_grams or 0.0
         components = self.component_energy(interval.t0, interval.t1) if interval.complete else None
+        self._last_components_j = components
         if components is None:
             self.not_compared += 1
             return 0.0
@@ -308,25 +354,55 @@ class NodeAccount:
             excess = 0.0
         self.unmetered_j += excess
         self.unmetered_grams += excess * grams_per_j
+        if market_per_j is not None:
+            self.unmetered_market_grams = (self.unmetered_market_grams or 0.0) + excess * market_per_j
+        if not self.spread:
+            self.unmetered_unattributed_j += excess
         return excess
 
-    def dump(self) -> dict[str, float]:
-        return {
-            "energy_j": self.energy_j,
-            "unmetered_j": self.unmetered_j,
-            "grams": self.grams,
-            "unmetered_grams": self.unmetered_grams,
-        }
+    def split(self, interval: NodeInterval, unmetered_j: float) -> tuple[list[tuple[K, float]], float]:
+        """With ``spread``: the unmetered joules ``add`` just gave ``interval``, split among the processes
+        by their share of the components' energy over its span, and the part charged to no process.
+
+        Node intervals follow each other, so the ticks that end by this interval's end are let go.
+        """
+        parts: list[tuple[K, float]] = []
+        rest = unmetered_j
+        components = self._last_components_j
+        if self.spread and unmetered_j > 0 and components:
+            energies = self.process_energy(interval.t0, interval.t1)
+            keys = list(energies)
+            shares, rest = spread_unmetered(unmetered_j, [energies[k] for k in keys], components)
+            parts = [(k, j) for k, j in zip(keys, shares, strict=True) if j > 0]
+        if self.spread:
+            self.unmetered_unattributed_j += rest
+        ticks = self._process_ticks
+        while ticks and ticks[0][1] <= interval.t1:
+            ticks.popleft()
+        return parts, rest
+
+    def dump(self) -> dict[str, float | None]:
+        return {key: getattr(self, key) for key in (*_NODE_TOTALS, *_NODE_MARKET_TOTALS)}
 
     def load(self, raw: object) -> None:
-        """Continue from saved totals; ValueError when they are not ours."""
+        """Continue from saved totals; ValueError, changing nothing, when they are not ours."""
         if not isinstance(raw, dict):
             raise ValueError("node totals must be an object")
-        values = {}
-        for key in ("energy_j", "unmetered_j", "grams", "unmetered_grams"):
-            value = raw.get(key, 0.0)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"node {key} must be a non-negative number")
-            values[key] = float(value)
-        self.energy_j, self.unmetered_j = values["energy_j"], values["unmetered_j"]
-        self.grams, self.unmetered_grams = values["grams"], values["unmetered_grams"]
+        # A file from before the unmetered energy could be spread: all of it was charged to no process.
+        raw = {"unmetered_unattributed_j": raw.get("unmetered_j", 0.0), **raw}
+        values: dict[str, float | None] = {key: _node_total(key, raw.get(key, 0.0)) for key in _NODE_TOTALS}
+        for key in _NODE_MARKET_TOTALS:  # None where no market was configured
+            values[key] = None if raw.get(key) is None else _node_total(key, raw[key])
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+# NodeAccount's totals as saved in the state file, under their attribute names.
+_NODE_TOTALS = ("energy_j", "unmetered_j", "grams", "unmetered_grams", "unmetered_unattributed_j")
+_NODE_MARKET_TOTALS = ("market_grams", "unmetered_market_grams")
+
+
+def _node_total(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ValueError(f"node {key} must be a finite non-negative number")
+    return float(value)

@@ -14,6 +14,7 @@ from exporter.attribution import (
     AttributionPolicy,
     CpuIdleLearner,
     CpuIdlePolicy,
+    CpuTimeSince,
     IdleBaselineLearner,
     attribute_cpu_energy,
     attribute_gpu_energy,
@@ -30,8 +31,9 @@ from exporter.model import (
     RejectedReadings,
     Snapshot,
     SourceStatus,
+    Workload,
 )
-from exporter.node_power import NodeAccount
+from exporter.node_power import NodeAccount, NodeInterval
 from exporter.plausibility import MAX_DEVICE_WATTS, max_power_w, screen_cpu_reading, screen_gpu_reading
 
 if TYPE_CHECKING:
@@ -48,7 +50,10 @@ log = logging.getLogger(__name__)
 Factors = tuple[float, float | None, float | None]
 
 # Where dump_state() puts the per-process ledgers (the bulk of a state file).
-PROCESS_STATE_KEYS = ("gpu_processes", "cpu_processes")
+PROCESS_STATE_KEYS = ("gpu_processes", "cpu_processes", "node_processes")
+
+# A process as the unmetered node energy is spread over it: pid, start time and its workload.
+SpreadKey = tuple[int, float | None, Workload]
 
 
 @dataclass(slots=True)
@@ -114,6 +119,11 @@ class Attribution:
     learners: dict[str, IdleBaselineLearner] = field(default_factory=dict)
     cpu_idle: CpuIdlePolicy = field(default_factory=CpuIdlePolicy)
     cpu_learners: dict[str, CpuIdleLearner] = field(default_factory=dict)
+    # --attribution.node-unmetered=spread: where each process's share of the unmetered node energy
+    # goes (None: it stays at node level).
+    node_ledger: ProcessLedger | None = None
+    # The processes' CPU time since each CPU domain's last good reading (made by the sampler).
+    cpu_since: CpuTimeSince | None = None
 
 
 @dataclass
@@ -191,7 +201,14 @@ class Sampler:
         self._sources: dict[str, _SourceCounters] = {}
         self.node = node
         # The components' ticks are kept long enough to cover a node interval that spans a few failed polls.
-        self._node = NodeAccount(keep_s=max(120.0, 5 * node.interval_s)) if node is not None else None
+        spread = attribution is not None and attribution.node_ledger is not None
+        self._node: NodeAccount[SpreadKey] | None = (
+            NodeAccount(keep_s=max(120.0, 5 * node.interval_s), spread=spread) if node is not None else None
+        )
+        # With the unmetered energy spread: what each process was charged during the current tick.
+        self._tick_charges: dict[SpreadKey, float] | None = None
+        # Whether the current tick's GPU + CPU energy is that of this tick exactly (see tick()).
+        self._tick_complete = True
         self._last_now: float | None = None
         self._last_wall: float | None = None
         self._samples = 0
@@ -218,9 +235,9 @@ class Sampler:
         }
         att = self.attribution
         if att is not None:
-            gpu_key, cpu_key = PROCESS_STATE_KEYS
-            data[gpu_key] = att.gpu_ledger.dump()
-            data[cpu_key] = att.cpu_ledger.dump()
+            for name, ledger in zip(PROCESS_STATE_KEYS, _ledgers(att), strict=True):
+                if ledger is not None:
+                    data[name] = ledger.dump()
         return data
 
     def restore_state(self, data: Any) -> None:
@@ -236,8 +253,8 @@ class Sampler:
         ledgers: list[tuple[ProcessLedger, Any]] = []
         att = self.attribution
         if att is not None:
-            for name, ledger in zip(PROCESS_STATE_KEYS, (att.gpu_ledger, att.cpu_ledger), strict=True):
-                if data.get(name) is not None:
+            for name, ledger in zip(PROCESS_STATE_KEYS, _ledgers(att), strict=True):
+                if ledger is not None and data.get(name) is not None:
                     ledger.check(data[name])
                     ledgers.append((ledger, data[name]))
         if self._node is not None and data.get("node") is not None:
@@ -273,6 +290,15 @@ class Sampler:
             return 0.0, None, None
         return self._factors_over(self._last_wall, wall, dt)
 
+    def _span_factors(self, span: float, dt: float, wall: float, factors: Factors) -> Factors:
+        """Grams per joule over a device's own span ending now: the tick's ``factors`` unless the span
+        is longer than the tick (its reads failed in between) or shorter (its first reading). Either
+        way the tick's energy is not this tick's exactly, so the node does not compare across it."""
+        if abs(span - dt) <= 1e-9:
+            return factors
+        self._tick_complete = False  # this tick carries energy of earlier ticks (see _account_node)
+        return self._factors_over(wall - span, wall, span)
+
     def _factors_over(self, start: float, end: float, dt: float) -> Factors:
         """Grams per joule from wall time ``start`` to ``end``: average, marginal, market (PUE included)."""
         if self.carbon is None or dt <= 0:
@@ -306,9 +332,12 @@ class Sampler:
         now, wall = self.clock(), self.wall_clock()
         dt = 0.0 if self._last_now is None else max(0.0, now - self._last_now)
         factors = self._factors(wall, dt)
-        g_per_j, marginal_per_j, market_per_j = factors
         att = self.attribution
         total_delta = 0.0
+        self._tick_charges = {} if self._node is not None and self._node.spread else None
+        # False when some device's energy is missing from this tick, or this tick carries some of an
+        # earlier one's: the node then does not compare the span (see _account_node).
+        self._tick_complete = True
 
         gpu_states: list[GpuState] = []
         if self.gpu_source is not None:
@@ -346,8 +375,10 @@ class Sampler:
             for pkg in self._cpu_last:
                 if cpu_readings is None or not any(c.package == pkg for c in cpu_readings):
                     self._cpu_method[pkg] = (NONE, "read_failed")
+            if any(pkg not in deltas for pkg in self._cpu_measured):
+                self._tick_complete = False  # a measured domain's energy is missing from this tick
             try:
-                total_delta += self._account_cpu(deltas, now, dt, g_per_j, marginal_per_j, market_per_j)
+                total_delta += self._account_cpu(deltas, now, wall, dt, factors)
             except Exception as exc:  # the GPUs' accounting already happened; keep the tick alive
                 log.warning("CPU accounting failed; this interval's CPU energy is dropped", exc_info=True)
                 for pkg in deltas:
@@ -383,11 +414,16 @@ class Sampler:
         gpu_procs: tuple[ProcessState, ...] = ()
         cpu_procs: tuple[ProcessState, ...] = ()
         folded = 0
+        node_procs: tuple[ProcessState, ...] = ()
         if att is not None:
             att.gpu_ledger.end_interval(now)
             att.cpu_ledger.end_interval(now)
             gpu_procs, cpu_procs = att.gpu_ledger.states(now), att.cpu_ledger.states(now)
             folded = att.gpu_ledger.folded_total + att.cpu_ledger.folded_total
+            if att.node_ledger is not None:
+                att.node_ledger.end_interval(now)
+                node_procs = att.node_ledger.states(now)
+                folded += att.node_ledger.folded_total
 
         self._refresh_pci(now)
         if self._rejected and not self._rejected_states:
@@ -406,6 +442,7 @@ class Sampler:
             gpu_processes=gpu_procs,
             cpus=tuple(cpu_states),
             cpu_processes=cpu_procs,
+            node_processes=node_procs,
             sources=tuple(c.status(n) for n, c in self._sources.items())
             + ((self.node.status(),) if self.node is not None else ()),
             intensities=carbon.intensities() if carbon else (),
@@ -435,14 +472,18 @@ class Sampler:
         """
         assert self.node is not None and self._node is not None
         account, carbon = self._node, self.carbon
-        complete = all(c.up for c in self._sources.values()) and all(r.up for r in self._gpu_last.values())
-        account.components(now, component_j, complete)
+        complete = (
+            self._tick_complete
+            and all(c.up for c in self._sources.values())
+            and all(r.up for r in self._gpu_last.values())
+        )
+        account.components(now, component_j, complete, self._tick_charges)
         for interval in self.node.drain(until=now):
-            grams_per_j = 0.0
-            if carbon is not None:
-                span = carbon.segments("average", wall - (now - interval.t0), wall - (now - interval.t1))
-                grams_per_j = operational_grams(1.0, span, carbon.pue)
-            unmetered = account.add(interval, grams_per_j)
+            start, end = wall - (now - interval.t0), wall - (now - interval.t1)
+            grams_per_j, _, market_per_j = self._factors_over(start, end, end - start)
+            unmetered = account.add(interval, grams_per_j, market_per_j)
+            if account.spread:
+                self._spread_unmetered(interval, unmetered, now, grams_per_j, market_per_j)
             if carbon is not None and carbon.wue_litres_per_kwh is not None and unmetered > 0:
                 litres = water_litres(unmetered, carbon.wue_litres_per_kwh, carbon.pue)
                 self._water_litres = (self._water_litres or 0.0) + litres
@@ -455,10 +496,48 @@ class Sampler:
             unmetered_energy_j_total=account.unmetered_j,
             emissions_g_total=account.grams if carbon is not None else None,
             unmetered_emissions_g_total=account.unmetered_grams if carbon is not None else None,
+            unmetered_unattributed_j_total=account.unmetered_unattributed_j if account.spread else None,
+            market_emissions_g_total=account.market_grams,
+            unmetered_market_emissions_g_total=account.unmetered_market_grams,
             below_components_total=account.below_components,
             gaps_total=account.not_compared,
             parts=self.node.parts(),
         )
+
+    def _spread_unmetered(
+        self,
+        interval: NodeInterval,
+        unmetered: float,
+        now: float,
+        grams_per_j: float,
+        market_per_j: float | None,
+    ) -> None:
+        """--attribution.node-unmetered=spread: charge the processes their share of an interval's
+        unmetered energy, and of its emissions (the interval's own intensity)."""
+        assert self._node is not None and self.attribution is not None
+        ledger = self.attribution.node_ledger
+        assert ledger is not None
+        parts, _ = self._node.split(interval, unmetered)
+        for (pid, start, workload), joules in parts:
+            ledger.add(
+                "",
+                "",
+                pid,
+                start,
+                workload,
+                joules,
+                interval.t1 - interval.t0,
+                now,
+                grams=joules * grams_per_j,
+                market_grams=None if market_per_j is None else joules * market_per_j,
+            )
+
+    def _charged(self, pid: int, start: float | None, workload: Workload, joules: float) -> None:
+        """With the unmetered energy spread: what a process was charged this tick (GPU and CPU alike)."""
+        charges = self._tick_charges
+        if charges is not None and joules > 0:
+            key = (pid, start, workload)
+            charges[key] = charges.get(key, 0.0) + joules
 
     def _refresh_pci(self, now: float) -> None:
         """Count the NVIDIA GPUs on the PCI bus now and then (GPUs are rarely hot-plugged)."""
@@ -539,6 +618,7 @@ class Sampler:
             self._gpu_last[key] = _without_measurements(reading)
             self._gpu_method[key] = (NONE, "rejected")
             self._reject("gpu", key, "error", f"{type(exc).__name__}: {exc}")
+            self._tick_complete = False
             return 0.0
 
     def _account_gpu(
@@ -566,15 +646,15 @@ class Sampler:
             self._reject("gpu", key, why, detail)
         if tracker.method == NONE:  # nothing measured: nothing accrues, nothing is attributed
             self._gpu_method[key] = (NONE, "rejected" if problems else "no_power_or_energy")
+            if key in self._gpu_measured:
+                self._tick_complete = False  # a measured GPU's energy is missing from this tick
             return 0.0
         self._gpu_method[key] = (tracker.method, "")
         self._gpu_measured.add(key)
         span = tracker.elapsed_s  # this GPU's own interval: longer than dt after failed reads
+        g_per_j, marginal_per_j, market_per_j = self._span_factors(span, dt, wall, factors)
         if span <= 0:
             return 0.0
-        if abs(span - dt) > 1e-9:
-            factors = self._factors_over(wall - span, wall, span)
-        g_per_j, marginal_per_j, market_per_j = factors
         embodied = 0.0
         if self.carbon is not None:
             embodied = self.carbon.gpu_embodied_grams_per_second(reading.name) * span
@@ -621,6 +701,7 @@ class Sampler:
                     embodied_grams=embodied * frac,
                     market_grams=None if market_per_j is None else joules * market_per_j,
                 )
+                self._charged(proc.pid, proc.start_time, workload, joules)
         return delta
 
     # --- CPUs ---
@@ -644,24 +725,23 @@ class Sampler:
         return delta
 
     def _account_cpu(
-        self,
-        deltas: dict[str, float],
-        now: float,
-        dt: float,
-        g_per_j: float,
-        marginal_per_j: float | None,
-        market_per_j: float | None = None,
+        self, deltas: dict[str, float], now: float, wall: float, dt: float, factors: Factors
     ) -> float:
+        """Each CPU domain's energy over its own span (since its previous good reading), its emissions at
+        the factors of that span, and its attribution by the processes' CPU time of the same span."""
+        spans = {pkg: self._cpu_trackers[pkg].elapsed_s for pkg in deltas}
+        domain_factors = {pkg: self._span_factors(spans[pkg], dt, wall, factors) for pkg in deltas}
         unattributed = dict(deltas)
         att = self.attribution
         if att is not None and att.cpu_times is not None:
             # Read on every tick, the first too: the first read is the baseline of the second interval.
             usage, busy = att.cpu_times.read()
-            if dt > 0:
-                unattributed = self._attribute_cpu(
-                    att, deltas, usage, busy, now, dt, g_per_j, marginal_per_j, market_per_j
-                )
+            if att.cpu_since is None:
+                att.cpu_since = CpuTimeSince(self.max_gap_s)
+            att.cpu_since.add(now, usage, busy, self._cpu_trackers)
+            unattributed = self._attribute_cpu(att, att.cpu_since, deltas, spans, domain_factors, now)
         for pkg, delta in deltas.items():
+            g_per_j, marginal_per_j, market_per_j = domain_factors[pkg]
             totals = self._cpu_totals.setdefault(pkg, _Totals())
             totals.energy_j += delta
             totals.unattributed_j += unattributed[pkg]
@@ -673,38 +753,48 @@ class Sampler:
     def _attribute_cpu(
         self,
         att: Attribution,
+        since: CpuTimeSince,
         deltas: dict[str, float],
-        usage: dict[tuple[int, float], tuple[float, str, str]],
-        busy: float,
+        spans: dict[str, float],
+        domain_factors: dict[str, Factors],
         now: float,
-        dt: float,
-        g_per_j: float,
-        marginal_per_j: float | None,
-        market_per_j: float | None,
     ) -> dict[str, float]:
-        """Each domain (package, DRAM) on its own: only its active part is split by CPU time."""
-        keys = list(usage)
-        cpu_seconds = [usage[k][0] for k in keys]
+        """Each domain (package, DRAM) on its own, over its own span: only its active part is split by
+        the processes' CPU time of that span."""
         cpus = att.cpu_times.cpu_count if att.cpu_times is not None else 0
-        utilisation = busy / (dt * cpus) if cpus > 0 else 0.0
         spread = att.cpu_idle.mode == "spread"
-        joules = [0.0] * len(keys)
-        unattributed: dict[str, float] = {}
+        unattributed = dict(deltas)
+        charged: dict[tuple[int, float], _Totals] = {}  # per process, summed over the domains
+        spans_of: dict[tuple[int, float], float] = {}  # the longest span it was charged over
+        names: dict[tuple[int, float], tuple[str, str]] = {}
         for pkg, delta in deltas.items():
+            span = spans[pkg]
+            taken = since.take(pkg, now)
+            if span <= 0 or taken is None:  # a first reading, or a gap too long to have kept its CPU time
+                continue
+            usage, busy = taken
+            keys = list(usage)
             learner = att.cpu_learners.setdefault(pkg, CpuIdleLearner())
-            learner.observe(utilisation, delta / dt)
+            learner.observe(busy / (span * cpus) if cpus > 0 else 0.0, delta / span)
             idle_w = att.cpu_idle.configured_watts(pkg)
             if idle_w is None:
                 idle_w = learner.value
             shares, unattributed[pkg] = attribute_cpu_energy(
-                delta, cpu_seconds, busy, (idle_w or 0.0) * dt, spread
+                delta, [usage[k][0] for k in keys], busy, (idle_w or 0.0) * span, spread
             )
-            for i, share in enumerate(shares):
-                joules[i] += share
-        for (pid, start), share in zip(keys, joules, strict=True):
-            if share <= 0:
-                continue
-            _, comm, user = usage[(pid, start)]
+            g_per_j, marginal_per_j, market_per_j = domain_factors[pkg]
+            for key, share in zip(keys, shares, strict=True):
+                if share <= 0:
+                    continue
+                names[key] = usage[key][1:]
+                spans_of[key] = max(spans_of.get(key, 0.0), span)
+                acc = charged.setdefault(key, _Totals())
+                acc.energy_j += share
+                acc.grams += share * g_per_j
+                acc.add_marginal(None if marginal_per_j is None else share * marginal_per_j)
+                acc.add_market(None if market_per_j is None else share * market_per_j)
+        for (pid, start), acc in charged.items():
+            comm, user = names[(pid, start)]
             workload = att.resolver.resolve(pid, start, comm, user)
             att.cpu_ledger.add(
                 "",
@@ -712,13 +802,14 @@ class Sampler:
                 pid,
                 start,
                 workload,
-                share,
-                dt,
+                acc.energy_j,
+                spans_of[(pid, start)],
                 now,
-                grams=share * g_per_j,
-                marginal_grams=None if marginal_per_j is None else share * marginal_per_j,
-                market_grams=None if market_per_j is None else share * market_per_j,
+                grams=acc.grams,
+                marginal_grams=acc.marginal_grams,
+                market_grams=acc.market_grams,
             )
+            self._charged(pid, start, workload, acc.energy_j)
         return unattributed
 
     def run(self, stop: threading.Event, on_tick: Callable[[Snapshot], None] | None = None) -> None:
@@ -737,6 +828,11 @@ class Sampler:
                 next_at = self.clock()
                 delay = 0
             stop.wait(delay)
+
+
+def _ledgers(att: Attribution) -> tuple[ProcessLedger | None, ...]:
+    """The attribution's ledgers in PROCESS_STATE_KEYS order (None where not kept)."""
+    return att.gpu_ledger, att.cpu_ledger, att.node_ledger
 
 
 def _gpu_key(reading: GpuReading) -> str:

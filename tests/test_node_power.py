@@ -353,6 +353,9 @@ def test_node_totals_saved_and_restored() -> None:
         "unmetered_j": 3000.0,
         "grams": 0.0,
         "unmetered_grams": 0.0,
+        "unmetered_unattributed_j": 3000.0,  # all of it: not spread over processes
+        "market_grams": None,  # no carbon.market
+        "unmetered_market_grams": None,
     }
     again = node_run([500.0])
     again.restore_state(state)
