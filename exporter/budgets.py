@@ -276,6 +276,13 @@ def _namespace_labels_join(
     )
 
 
+def _matches_empty(m: Matcher) -> bool:
+    if m.op in ("=", "!="):
+        return (m.value == "") == (m.op == "=")
+    full = re.fullmatch(m.value, "") is not None
+    return full == (m.op == "=~")
+
+
 def classify_scope(matchers: tuple[Matcher, ...]) -> Scope:
     """The cheapest way to find a selector's emissions rate; raises ValueError for an impossible selector.
 
@@ -304,6 +311,10 @@ def classify_scope(matchers: tuple[Matcher, ...]) -> Scope:
     elif labels <= set(NODES.labels):
         candidates = [NODES]
     else:
+        candidates = []
+    # Workload levels leave out processes whose label is empty: a matcher that an empty value passes
+    # (`=""`, `!="x"`, a regex matching "") needs the raw series.
+    if labels & WORKLOAD_LABELS and any(m.label in WORKLOAD_LABELS and _matches_empty(m) for m in matchers):
         candidates = []
     if not candidates:
         return Scope(None, rate_expr=_raw_rate_expr(matchers))

@@ -190,8 +190,8 @@ def test_rack_alerts_fire_only_after_their_for_duration(tmp_path: Path) -> None:
                 "interval": "1m",
                 # 2 of 5 exporters (40 %) down from minute 0; rack b's agent goes silent after minute 10.
                 "input_series": [
-                    *({"series": up % i, "values": "1x40"} for i in range(3)),
-                    *({"series": up % i, "values": "0x40"} for i in range(3, 5)),
+                    *({"series": up % i, "values": "1x100"} for i in range(3)),
+                    *({"series": up % i, "values": "0x100"} for i in range(3, 5)),
                     {
                         "series": 'up{job="footprint-exporter",datacenter="dc1",rack="b",instance="m1"}',
                         "values": "1x10",
@@ -213,18 +213,33 @@ def test_rack_alerts_fire_only_after_their_for_duration(tmp_path: Path) -> None:
                             }
                         ],
                     },
-                    {"alertname": "FootprintRackAgentSilent", "eval_time": "17m", "exp_alerts": []},
+                    # Rack b's last sample is at minute 10: silent after 5 minutes without one, and still
+                    # firing long after its samples have left every lookback window (it stays dark).
+                    {"alertname": "FootprintRackAgentSilent", "eval_time": "15m", "exp_alerts": []},
                     {
                         "alertname": "FootprintRackAgentSilent",
-                        "eval_time": "23m",
+                        "eval_time": "16m",
                         "exp_alerts": [
                             {
                                 "exp_labels": {"severity": "warning", "datacenter": "dc1", "rack": "b"},
                                 "exp_annotations": {
-                                    "summary": "No samples from rack b for 5 minutes.",
-                                    "description": "The Prometheus agent of rack b (dc1) sent data 15 "
-                                    "minutes ago but nothing now: the agent is down or cannot reach the "
-                                    "remote_write endpoint.",
+                                    "summary": "No samples from rack b for 6m 0s.",
+                                    "description": "The Prometheus agent of rack b (dc1) has sent nothing for "
+                                    "6m 0s: the agent is down or cannot reach the remote_write endpoint.",
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "alertname": "FootprintRackAgentSilent",
+                        "eval_time": "90m",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "datacenter": "dc1", "rack": "b"},
+                                "exp_annotations": {
+                                    "summary": "No samples from rack b for 1h 20m 0s.",
+                                    "description": "The Prometheus agent of rack b (dc1) has sent nothing for "
+                                    "1h 20m 0s: the agent is down or cannot reach the remote_write endpoint.",
                                 },
                             }
                         ],
