@@ -566,6 +566,16 @@ def _since(series: str, offset: str) -> str:
     return f"(clamp_min({series} - {_at(series, offset)}, 0) or {series})"
 
 
+def _window_rate(window: str) -> str:
+    """The scope's average emissions rate (g/s) over the last WINDOW, per second of coverage in it.
+
+    Dividing by the covered seconds rather than the window's length gives a young budget (or one with a
+    gap) its true pace instead of a ramp, and extrapolates over exporters that were down the same way the
+    coverage ratio reports them.
+    """
+    return f"({_since(EMITTED, window)} / clamp_min({_since(COVERED, window)}, 60))"
+
+
 def _labelled(expr: str, label_names: tuple[str, ...]) -> str:
     """EXPR (keyed by budget) with every label of the budget's definition series."""
     listed = ", ".join(label_names)
@@ -703,16 +713,16 @@ def render_rules(bf: BudgetFile) -> dict[str, Any]:
         )
     )
     sustainable = _labelled(f"{PERIOD}", label_names)
-    for name, window, seconds in ((BURN_1D, "1d", 86400), (BURN_2H, "2h", 7200)):
-        grown = _labelled(f"{_since(EMITTED, window)} / {seconds}", label_names)
-        rules.append(_record(name, f"{grown} / ({GRAMS} / {sustainable})"))
+    for name, window in ((BURN_1D, "1d"), (BURN_2H, "2h")):
+        rate = _labelled(_window_rate(window), label_names)
+        rules.append(_record(name, f"{rate} / ({GRAMS} / {sustainable})"))
     min_data = _num(parse_duration(s.projection_min_data))
     enough = f"{WINDOW_COVERED} >= {min_data}"
     projected: list[str] = []
     if calendar_kinds:
         left = _labelled(f"clamp_min({END} - time(), 0)", label_names)
         so_far = f"({USED} + {USED} / clamp_min({WINDOW_COVERED}, 60) * {left})"
-        day_rate = _labelled(f"{_since(EMITTED, '1d')} / 86400", label_names)
+        day_rate = _labelled(_window_rate("1d"), label_names)
         recent = f"({USED} + {day_rate} * {left})"
         projected.append(
             f"(\n  ({so_far} <= {recent})\n  or\n  {recent}\n) / {GRAMS}\n"
@@ -725,13 +735,15 @@ def render_rules(bf: BudgetFile) -> dict[str, Any]:
         # The window H from now: the last H again, less what entered the window H..P-H ago and now leaves.
         entered = _at(EMITTED, rest)
         leaving = f"clamp_min({entered} - ({_at(EMITTED, period)} or {entered} * 0), 0)"
-        ahead = _labelled(f"{_since(EMITTED, horizon)} - ({leaving} or {EMITTED} * 0)", label_names)
+        ahead = _labelled(
+            f"{_window_rate(horizon)} * {_num(horizon_s)} - ({leaving} or {EMITTED} * 0)", label_names
+        )
         projected.append(
             f"({USED} + {ahead}) / {GRAMS}\nand on (budget) ({enough})"
             f'\nand on (budget) {GRAMS}{{period="{period}"}}'
         )
     rules.append(_record(PROJECTED, _either(projected)))
-    recent_rate = _labelled(f"{_since(EMITTED, '1d')} / 86400", label_names)
+    recent_rate = _labelled(_window_rate("1d"), label_names)
     rules.append(_record(EXHAUSTION, f"{REMAINING} / ({recent_rate} > 0)"))
     groups: list[dict[str, Any]] = [{"name": RULE_GROUP, "interval": s.evaluation_interval, "rules": rules}]
     if s.alerting == "prometheus":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from exporter.budgets import (
     render_rules,
 )
 from exporter.errors import ConfigError
+from tests.exporter_proc import start_exporter
+from tests.prom_procs import prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -433,3 +438,110 @@ def test_the_console_script_runs_check_on_the_committed_files() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------------ against a real Prometheus
+
+
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def _calendar_bounds(ts: float, period: str) -> tuple[float, float]:
+    """The UTC calendar period around TS, from Python's calendar: the oracle for the PromQL."""
+    now = datetime.fromtimestamp(ts, UTC)
+    first = {"month": now.month, "quarter": 3 * ((now.month - 1) // 3) + 1, "year": 1}[period]
+    start = datetime(now.year, first, 1, tzinfo=UTC)
+    months = {"month": 1, "quarter": 3, "year": 12}[period]
+    end_month = first + months
+    end = datetime(now.year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1, tzinfo=UTC)
+    return start.timestamp(), end.timestamp()
+
+
+@pytest.mark.integration
+def test_calendar_period_bounds_match_the_calendar_in_real_prometheus(tmp_path: Path) -> None:
+    (tmp_path / "prometheus.yml").write_text("global: {}\n")
+    instants = [
+        "2024-02-29T12:00:00",  # leap day, first quarter
+        "2024-03-31T23:59:59",
+        "2024-04-01T00:00:00",
+        "2023-12-31T23:59:59",
+        "2023-02-28T23:00:00",
+        "2025-07-15T08:30:00",
+        "2025-10-01T00:00:01",
+        "2000-02-29T00:00:00",  # leap century
+        "2100-03-01T00:00:00",  # not a leap year
+        "1970-01-01T00:00:00",
+    ]
+    with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
+        for text in instants:
+            ts = _utc(text)
+            for period, (start_expr, end_expr) in budgets.CALENDAR_BOUNDS.items():
+                got = [
+                    float(prom.get("/api/v1/query", query=f"scalar({expr})", time=ts)["result"][1])
+                    for expr in (start_expr, end_expr)
+                ]
+                assert tuple(got) == _calendar_bounds(ts, period), f"{period} around {text}"
+
+
+@pytest.mark.integration
+def test_a_prometheus_restart_continues_the_count_and_shows_the_gap_in_coverage(tmp_path: Path) -> None:
+    """Usage continues across a restart; a gap longer than max_gap counts only max_gap, in usage and in
+    coverage alike (here 2 s of a gap of several seconds), instead of guessing or starting from zero."""
+    budget_file = {
+        "settings": {"evaluation_interval": "1s", "max_gap": "2s"},
+        "budgets": [{"name": "fleet", "selector": "{}", "period": "month", "grams": 1000000}],
+    }
+    (tmp_path / "budgets.rules.yml").write_text(budgets.render_files(parse_budgets(budget_file), "b.yml")[0])
+    exporter = start_exporter(["--source.gpu=simulated", "--sample.interval=250ms"])
+    try:
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [
+                str(ROOT / "prometheus/rules/footprint.rules.yml"),
+                str(tmp_path / "budgets.rules.yml"),
+            ],
+            "scrape_configs": [
+                {"job_name": "footprint", "static_configs": [{"targets": [exporter.instance]}]}
+            ],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        emitted = "footprint:budget_emitted_grams:cumulative"
+
+        def value(prom: Any, expr: str) -> float | None:
+            result = prom.query(expr)
+            return float(result[0]["value"][1]) if result else None
+
+        with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
+            deadline = time.monotonic() + 120
+            while (value(prom, emitted) or 0) <= 0 and time.monotonic() < deadline:
+                time.sleep(1)
+            assert (value(prom, emitted) or 0) > 0, prom.log_tail()
+            time.sleep(3)
+        time.sleep(6)  # Prometheus is down: no scrapes, no rule evaluations
+        with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
+            time.sleep(6)
+            series = {}
+            for name in (
+                emitted,
+                "footprint:budget_covered_seconds:cumulative",
+                budgets.EVALUATED,
+                budgets.GAP,
+            ):
+                (result,) = prom.query(f"{name}[2m]")
+                series[name] = [(float(t), float(v)) for t, v in result["values"]]
+    finally:
+        exporter.stop()
+    evaluated = series[budgets.EVALUATED]
+    gaps = [(b[0] - a[0], i + 1) for i, (a, b) in enumerate(itertools.pairwise(evaluated))]
+    gap, after = max(gaps)
+    assert gap > 6, gaps  # the restart
+    # The first evaluation after the restart measured the gap, and counted 2 s of it, no more.
+    restart_t = evaluated[after][0]
+    assert dict(series[budgets.GAP])[restart_t] == pytest.approx(gap, abs=0.01)
+    covered = dict(series["footprint:budget_covered_seconds:cumulative"])
+    before_t = evaluated[after - 1][0]
+    assert covered[restart_t] - covered[before_t] == pytest.approx(2.0, abs=1e-6)
+    grams = dict(series[emitted])
+    assert grams[restart_t] >= grams[before_t] > 0  # continued, not started again from zero
+    assert grams[restart_t] - grams[before_t] < grams[before_t]  # 2 s worth, not the whole gap
