@@ -39,7 +39,7 @@ format: $(BIN)/footprint-exporter
 bench: $(BIN)/footprint-exporter
 	$(BIN)/python -m benchmarks.run $(ARGS)
 
-## demo: simulated fleet + local Prometheus and Alertmanager (Debian packages)
+## demo: simulated fleet + local Prometheus and Alertmanager (Debian packages); demo budgets alert within ~2 min
 demo: $(BIN)/footprint-exporter
 	bash scripts/demo.sh
 
