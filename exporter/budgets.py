@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from exporter import catalogue
-from exporter.durations import format_duration, parse_duration
+from exporter.durations import parse_duration
 from exporter.errors import ConfigError
 
 DEFAULT_BUDGETS = Path("prometheus/budgets.yml")
@@ -51,8 +51,9 @@ _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]
 _MIN_PERIOD_S = 86400.0
 _MAX_PERIOD_S = 366 * 86400.0
 _DAY = 86400.0
-# How far back a state series is looked up at each evaluation, and its hourly checkpoint after that.
-STATE_LOOKBACK = "1h"
+# A state series' previous value is read with a plain selector (Prometheus' lookback, 5 minutes by default:
+# one sample, where a range would decode an hour of them at every evaluation); after a longer gap, from its
+# hourly checkpoint.
 CHECKPOINT_INTERVAL = "1h"
 CHECKPOINT_LOOKBACK = "7d"
 
@@ -511,6 +512,8 @@ USED = "footprint:budget_used_grams"
 USAGE = "footprint:budget_usage:ratio"
 REMAINING = "footprint:budget_remaining_grams"
 COVERAGE = "footprint:budget_coverage:ratio"
+RATE_1D = "footprint:budget_emissions_grams:rate1d"
+RATE_2H = "footprint:budget_emissions_grams:rate2h"
 BURN_1D = "footprint:budget_burn_rate:rate1d"
 BURN_2H = "footprint:budget_burn_rate:rate2h"
 PROJECTED = "footprint:budget_projected_usage:ratio"
@@ -547,18 +550,21 @@ def _checkpoint_name(series: str) -> str:
 
 
 def _prev_state(series: str) -> str:
-    return (
-        f"(last_over_time({series}[{STATE_LOOKBACK}])"
-        f" or last_over_time({_checkpoint_name(series)}[{CHECKPOINT_LOOKBACK}]))"
-    )
+    """A state series' value at the previous evaluation, or at its last hourly checkpoint after a long gap."""
+    return f"({series} or last_over_time({_checkpoint_name(series)}[{CHECKPOINT_LOOKBACK}]))"
 
 
-def _at(series: str, offset: str) -> str:
-    """A cumulative state series as it was OFFSET ago (its last value before then, or its checkpoint)."""
-    return (
-        f"(last_over_time({series}[{STATE_LOOKBACK}] offset {offset})"
-        f" or last_over_time({_checkpoint_name(series)}[1d] offset {offset}))"
-    )
+def _at(series: str, offset: str, checkpoint: bool = False) -> str:
+    """A cumulative state series as it was OFFSET ago (its last value within the lookback before then).
+
+    With CHECKPOINT, its hourly checkpoint stands in when the evaluator had a gap back then: a window's
+    start must not be unknown merely because of an old outage. Rates over a window do without it (they
+    fall back to the average since the state began), which saves a range lookup each.
+    """
+    lookup = f"{series} offset {offset}"
+    if not checkpoint:
+        return f"({lookup})"
+    return f"({lookup} or last_over_time({_checkpoint_name(series)}[1d] offset {offset}))"
 
 
 def _since(series: str, offset: str) -> str:
@@ -591,10 +597,15 @@ def _definition_rule(b: Budget) -> dict[str, Any]:
 
 
 def _either(parts: list[str]) -> str:
-    """Alternatives for one recorded series joined with ``or`` (one rule per name: promtool flags repeats)."""
+    """Alternatives for one recorded series joined with ``or`` (one rule per name: promtool flags repeats).
+
+    Nested as a balanced tree: each ``or`` copies its left side, so a chain of k alternatives costs k times
+    the series of all of them, a tree only log k times.
+    """
     if len(parts) == 1:
         return parts[0]
-    return "\nor\n".join(f"(\n{p}\n)" for p in parts)
+    half = len(parts) // 2
+    return f"(\n{_either(parts[:half])}\n)\nor\n(\n{_either(parts[half:])}\n)"
 
 
 def _rate_expr(budgets: tuple[Budget, ...]) -> str:
@@ -621,10 +632,7 @@ def _rate_expr(budgets: tuple[Budget, ...]) -> str:
         )
     for b in budgets:
         if not b.scope.joined:
-            parts.append(
-                f'sum by (budget) (0 * {GRAMS}{{budget="{b.name}"}} + on () group_left () '
-                f"({b.scope.rate_expr} or vector(0)))"
-            )
+            parts.append(f'label_replace({b.scope.rate_expr} or vector(0), "budget", "{b.name}", "", "")')
     return _either(parts)
 
 
@@ -694,57 +702,56 @@ def render_rules(bf: BudgetFile) -> dict[str, Any]:
         sel = f'{{period="{period}"}}'
         young = f"{COVERED} <= {_num(period_s * 1.01)}"
         for name, state in ((USED, EMITTED), (WINDOW_COVERED, COVERED)):
-            # The growth since the window's start; everything for a budget younger than the window (or
-            # whose state restarted inside it). Retention shorter than the window leaves it unknown.
-            grown = f"({state} - {_at(state, period)})"
+            # The growth since the window's start; everything for a budget younger than the window. A
+            # state that restarted inside the window counts from 0 (coverage shows the loss); retention
+            # shorter than the window leaves it unknown.
             window = (
-                f"(\n  ({grown} >= 0)\n  or\n  ({state} and ({young} or {grown} < 0))\n)"
-                f" and on (budget) {GRAMS}{sel}"
+                f"(\n  clamp_min({state} - {_at(state, period, checkpoint=True)}, 0)\n"
+                f"  or\n  ({state} and {young})\n) and on (budget) {GRAMS}{sel}"
             )
             (used if name == USED else covered).append(window)
     rules.append(_record(USED, _labelled(_either(used), label_names)))
     rules.append(_record(WINDOW_COVERED, _labelled(_either(covered), label_names)))
     rules.append(_record(USAGE, f"{USED} / {GRAMS}"))
     rules.append(_record(REMAINING, f"clamp_min({GRAMS} - {USED}, 0)"))
+    # The rest is computed keyed by budget and given the definition's labels once, at the end.
+    grams, used_k, covered_k = (f"max by (budget) ({x})" for x in (GRAMS, USED, WINDOW_COVERED))
     rules.append(
         _record(
             COVERAGE,
-            f"clamp_max({WINDOW_COVERED} / clamp_min({_labelled(f'time() - {START}', label_names)}, 60), 1)",
+            _labelled(f"clamp_max({covered_k} / clamp_min(time() - {START}, 60), 1)", label_names),
         )
     )
-    sustainable = _labelled(f"{PERIOD}", label_names)
-    for name, window in ((BURN_1D, "1d"), (BURN_2H, "2h")):
-        rate = _labelled(_window_rate(window), label_names)
-        rules.append(_record(name, f"{rate} / ({GRAMS} / {sustainable})"))
-    min_data = _num(parse_duration(s.projection_min_data))
-    enough = f"{WINDOW_COVERED} >= {min_data}"
+    rules.append(_record(RATE_1D, _window_rate("1d")))
+    rules.append(_record(RATE_2H, _window_rate("2h")))
+    for name, rate in ((BURN_1D, RATE_1D), (BURN_2H, RATE_2H)):
+        rules.append(_record(name, _labelled(f"{rate} / ({grams} / {PERIOD})", label_names)))
+    enough = f"and on (budget) ({covered_k} >= {_num(parse_duration(s.projection_min_data))})"
     projected: list[str] = []
     if calendar_kinds:
-        left = _labelled(f"clamp_min({END} - time(), 0)", label_names)
-        so_far = f"({USED} + {USED} / clamp_min({WINDOW_COVERED}, 60) * {left})"
-        day_rate = _labelled(_window_rate("1d"), label_names)
-        recent = f"({USED} + {day_rate} * {left})"
+        left = f"clamp_min({END} - time(), 0)"
+        so_far = f"({used_k} + {used_k} / clamp_min({covered_k}, 60) * {left})"
+        recent = f"({used_k} + {RATE_1D} * {left})"
         projected.append(
-            f"(\n  ({so_far} <= {recent})\n  or\n  {recent}\n) / {GRAMS}\n"
-            f"and on (budget) ({enough})\nand on (budget) {GRAMS}{calendar}"
+            f"((\n  ({so_far} <= {recent})\n  or\n  {recent}\n) / {grams}\n"
+            f"{enough}\nand on (budget) {GRAMS}{calendar})"
         )
-    for period_s, period in rolling:
-        horizon_s = min(_DAY, period_s / 4)
-        horizon = format_duration(horizon_s)
-        rest = format_duration(period_s - horizon_s)
-        # The window H from now: the last H again, less what entered the window H..P-H ago and now leaves.
-        entered = _at(EMITTED, rest)
-        leaving = f"clamp_min({entered} - ({_at(EMITTED, period)} or {entered} * 0), 0)"
-        ahead = _labelled(
-            f"{_window_rate(horizon)} * {_num(horizon_s)} - ({leaving} or {EMITTED} * 0)", label_names
-        )
+    if rolling:
+        # The window H = min(1 day, a quarter of the window) from now: H more at the last day's pace,
+        # while its oldest emissions leave at the window's average pace - none while the budget's data
+        # is younger than the window less H.
+        horizon = f"clamp_max({PERIOD} / 4, 86400)"
+        average = f"{used_k} / clamp_min({covered_k}, 60)"
+        leaving_s = f"clamp_min({horizon} - {PERIOD} + {covered_k}, 0)"
+        periods = "|".join(CALENDAR_PERIODS)
         projected.append(
-            f"({USED} + {ahead}) / {GRAMS}\nand on (budget) ({enough})"
-            f'\nand on (budget) {GRAMS}{{period="{period}"}}'
+            f"(({used_k} + {RATE_1D} * {horizon} - {average} * {leaving_s}) / {grams}\n{enough}"
+            f'\nand on (budget) {GRAMS}{{period!~"{periods}"}})'
         )
-    rules.append(_record(PROJECTED, _either(projected)))
-    recent_rate = _labelled(_window_rate("1d"), label_names)
-    rules.append(_record(EXHAUSTION, f"{REMAINING} / ({recent_rate} > 0)"))
+    rules.append(_record(PROJECTED, _labelled(_either(projected), label_names)))
+    rules.append(
+        _record(EXHAUSTION, _labelled(f"clamp_min({grams} - {used_k}, 0) / ({RATE_1D} > 0)", label_names))
+    )
     groups: list[dict[str, Any]] = [{"name": RULE_GROUP, "interval": s.evaluation_interval, "rules": rules}]
     if s.alerting == "prometheus":
         groups[0]["rules"] += [_prometheus_alert(a, s) for a in alerts(s)]
@@ -837,10 +844,8 @@ def alerts(s: Settings) -> tuple[Alert, ...]:
             "warning",
             "Carbon budget {{ $labels.budget }} has data for only {{ $value | humanizePercentage }} "
             "of its period.",
-            f"{scope}: rules evaluated with exporters up for only {{{{ $value | humanizePercentage }}}} "
-            "of the period so far, so its usage is undercounted. Causes: the budget or Prometheus is "
-            "newer than the period, Prometheus was down, exporters were down, or retention is shorter "
-            "than a rolling window.",
+            f"{scope} counts emissions for only {{{{ $value | humanizePercentage }}}} of its period so "
+            "far (rules not evaluated, or exporters down); its usage undercounts by the rest.",
         ),
     )
 
