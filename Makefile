@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test test-fast lint format bench demo budgets check-budgets clean
+.PHONY: run test test-fast lint format bench demo budgets check-budgets validate-gpu clean
 
 $(BIN)/footprint-exporter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ format: $(BIN)/footprint-exporter
 ## bench: speed, memory and accuracy benchmarks; writes benchmarks/results/latest.md
 bench: $(BIN)/footprint-exporter
 	$(BIN)/python -m benchmarks.run $(ARGS)
+
+## validate-gpu: load GPU 0 from two processes and measure NVML and the exporter on it (docs/validation.md)
+VALIDATE_OUT ?= validation-out
+validate-gpu: $(BIN)/footprint-exporter
+	$(BIN)/footprint-exporter validate-gpu --out $(VALIDATE_OUT) $(ARGS)
 
 ## demo: simulated fleet + local Prometheus and Alertmanager (Debian packages); demo budgets alert within ~2 min
 demo: $(BIN)/footprint-exporter

@@ -145,6 +145,7 @@ class StepProvider:
 
     type = "ukgrid"
     signal = "average"
+    basis = "lifecycle"
     zone = "DE"
     url = ""
 
@@ -165,7 +166,7 @@ def step_carbon(wall: FakeClock, provider: StepProvider) -> CarbonService:
         pue=PUE,
         providers=(ProviderConfig(type="ukgrid", key="carbon.providers[0]", zone="DE", refresh=1.0),),
     )
-    with mock.patch.object(carbon_service, "build_provider", lambda *_args: provider):
+    with mock.patch.object(carbon_service, "provider_for", lambda *_args: provider):
         service = CarbonService(config, clock=wall)
     service.refresh_now()
     return service

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from benchmarks import accuracy, budgets, overhead, report, scale
+from benchmarks import accuracy, budgets, overhead, report, scale, sharing
 from benchmarks.fakes import build_rig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     duration = args.duration if args.duration is not None else (10.0 if args.quick else 60.0)
     started = time.monotonic()
     acc = accuracy.run(args.quick) if "accuracy" in parts else []
+    shared = sharing.run(args.quick) if "accuracy" in parts else []
     sizes = scale.run(args.quick) if "scale" in parts else []
     over = []
     if "overhead" in parts:
@@ -86,7 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget_rows = budgets.run(args.quick) if "budgets" in parts else []
     mode = "quick (--quick)" if args.quick else "full"
     text = report.render(
-        sizes, over, acc, f"{mode}, {time.monotonic() - started:.0f} s", machine, duration, budget_rows
+        sizes,
+        over,
+        acc,
+        f"{mode}, {time.monotonic() - started:.0f} s",
+        machine,
+        duration,
+        shared,
+        budget_rows,
     )
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)

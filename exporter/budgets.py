@@ -22,7 +22,8 @@ import yaml
 
 from exporter import catalogue
 from exporter.durations import parse_duration
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, shown
+from exporter.yaml_input import read_yaml
 
 DEFAULT_BUDGETS = Path("prometheus/budgets.yml")
 DEFAULT_RULES_OUT = Path("prometheus/rules/budgets.rules.yml")
@@ -49,6 +50,7 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _BUDGET_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
 _MIN_PERIOD_S = 86400.0
+_MAX_GRAMS = 1e15  # a billion tonnes: more than any budget
 _MAX_PERIOD_S = 366 * 86400.0
 _DAY = 86400.0
 # A state series' previous value is read with a plain selector (Prometheus' lookback, 5 minutes by default:
@@ -234,8 +236,9 @@ def parse_selector(text: str, key: str = "selector") -> tuple[Matcher, ...]:
 def emissions_metrics(matchers: tuple[Matcher, ...]) -> tuple[str, ...]:
     """The operational emissions counters a scope sums: workload scopes the process series, else node totals.
 
-    GPU and CPU emissions are added (embodied emissions are not part of a budget). A selector naming GPU
-    labels scopes the GPU series only; one naming CPU package labels, the CPU series only.
+    GPU and CPU emissions are added (embodied emissions are not part of a budget), and for node scopes the
+    node's unmetered emissions. A selector naming GPU labels scopes the GPU series only; one naming CPU
+    package labels, the CPU series only.
     """
     labels = {m.label for m in matchers}
     gpu, cpu = bool(labels & GPU_LABELS), bool(labels & CPU_LABELS)
@@ -253,7 +256,13 @@ def emissions_metrics(matchers: tuple[Matcher, ...]) -> tuple[str, ...]:
         return ("footprint_gpu_emissions_grams_total",)
     if cpu:
         return ("footprint_cpu_emissions_grams_total",)
-    return ("footprint_gpu_emissions_grams_total", "footprint_cpu_emissions_grams_total")
+    # Node scopes add the node's unmetered emissions (absent without a node source): GPU + CPU +
+    # unmetered is the whole node as its BMC measures it.
+    return (
+        "footprint_gpu_emissions_grams_total",
+        "footprint_cpu_emissions_grams_total",
+        "footprint_node_unmetered_emissions_grams_total",
+    )
 
 
 def _raw_rate_expr(matchers: tuple[Matcher, ...]) -> str:
@@ -427,10 +436,12 @@ def _parse_budget(index: int, raw: Any) -> Budget:
     if (
         isinstance(grams, bool)
         or not isinstance(grams, int | float)
-        or not math.isfinite(grams)
-        or grams <= 0
+        or (isinstance(grams, float) and not math.isfinite(grams))  # an int of 400 digits has no float
+        or not 0 < grams <= _MAX_GRAMS
     ):
-        raise ConfigError(f"{where}.grams", f"must be a positive number of grams CO2e, got {grams!r}")
+        raise ConfigError(
+            f"{where}.grams", f"must be a positive number of grams CO2e up to 1e15, got {shown(grams)}"
+        )
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"{where}.description", "must be a string")
@@ -463,15 +474,8 @@ def _parse_budget(index: int, raw: Any) -> Budget:
 
 
 def load_budgets(path: Path) -> BudgetFile:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), f"not valid YAML: {exc}") from None
-    return parse_budgets(data)
+    # Bounded like the exporter's own configuration: size, UTF-8, depth, no anchors or aliases.
+    return parse_budgets(read_yaml(str(path), str(path)))
 
 
 # --------------------------------------------------------------------------------------------- the PromQL

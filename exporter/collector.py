@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.catalogue import CATALOGUE, MetricSpec
-from exporter.model import ProcessState, Snapshot
+from exporter.model import NodeState, ProcessState, Snapshot
 
 _GPU_GAUGES = (
     ("footprint_gpu_power_watts", "power_w"),
@@ -51,6 +51,52 @@ def _workload_labels(p: ProcessState) -> list[str]:
     return [p.pid, w.comm, w.user, w.container_id, w.pod, w.namespace, w.slurm_job_id]
 
 
+def _add_node(f: _Families, node: NodeState) -> None:
+    # A BMC without a recent good reading: its power and energy are left out (a stale counter would
+    # read as a node drawing nothing); the basis says the node totals rest on the components meanwhile.
+    method = [node.method]
+    basis = "node" if node.fresh else "components"
+    f.add("footprint_node_energy_basis_info", [basis, node.method], 1)
+    if node.fresh:
+        if node.power_w is not None:
+            f.add("footprint_node_power_watts", method, node.power_w)
+        f.add("footprint_node_energy_joules_total", method, node.energy_j_total)
+        f.add("footprint_node_unmetered_energy_joules_total", [], node.unmetered_energy_j_total)
+        if node.unmetered_unattributed_j_total is not None:
+            f.add(
+                "footprint_node_unmetered_unattributed_energy_joules_total",
+                [],
+                node.unmetered_unattributed_j_total,
+            )
+        if node.emissions_g_total is not None and node.unmetered_emissions_g_total is not None:
+            f.add("footprint_node_emissions_grams_total", method, node.emissions_g_total)
+            f.add("footprint_node_unmetered_emissions_grams_total", [], node.unmetered_emissions_g_total)
+        if node.market_emissions_g_total is not None and node.unmetered_market_emissions_g_total is not None:
+            f.add("footprint_node_market_emissions_grams_total", method, node.market_emissions_g_total)
+            f.add(
+                "footprint_node_unmetered_market_emissions_grams_total",
+                [],
+                node.unmetered_market_emissions_g_total,
+            )
+        for part in node.parts:
+            f.add("footprint_node_reading_info", [node.method, part], 1)
+    f.add("footprint_node_data_quality_errors_total", ["below_components"], node.below_components_total)
+    f.add("footprint_node_data_quality_errors_total", ["not_compared"], node.gaps_total)
+
+
+class ConnectionLimitCollector(Collector):
+    """Serves the HTTP connection bounds' counts (ConnectionLimiter lives beside the sampler, not in it)."""
+
+    def __init__(self, rejected: Callable[[], dict[str, int]]) -> None:
+        self.rejected = rejected
+
+    def collect(self) -> Iterator[Metric]:
+        f = _Families()
+        for reason, count in sorted(self.rejected().items()):
+            f.add("footprint_http_connections_rejected_total", [reason], count)
+        yield from f
+
+
 class SnapshotCollector(Collector):
     """A prometheus_client collector serving whatever snapshot ``get_snapshot`` returns now."""
 
@@ -74,6 +120,14 @@ class SnapshotCollector(Collector):
                     value = getattr(r, attr)
                     if value is not None:
                         f.add(name, gl, value)
+                if g.energy_method:
+                    f.add(
+                        "footprint_device_energy_method_info",
+                        ["gpu", r.uuid or f"index-{r.index}", g.energy_method, g.unmeasured_reason],
+                        1,
+                    )
+            if not g.measured:
+                continue  # never measured: no energy or emissions series at all (no silent zeros)
             f.add("footprint_gpu_energy_joules_total", gl, g.energy_j_total)
             f.add("footprint_gpu_unattributed_energy_joules_total", gl, g.unattributed_energy_j_total)
             if snap.intensities:
@@ -81,6 +135,8 @@ class SnapshotCollector(Collector):
                 f.add("footprint_gpu_embodied_emissions_grams_total", gl, g.embodied_emissions_g_total)
             if g.marginal_emissions_g_total is not None:
                 f.add("footprint_gpu_marginal_emissions_grams_total", gl, g.marginal_emissions_g_total)
+            if g.market_emissions_g_total is not None:
+                f.add("footprint_gpu_market_emissions_grams_total", gl, g.market_emissions_g_total)
 
         for p in snap.gpu_processes:
             labels = [p.gpu_index, p.gpu_uuid, *_workload_labels(p)]
@@ -99,16 +155,45 @@ class SnapshotCollector(Collector):
                     labels,
                     p.marginal_emissions_g_total,
                 )
+            if p.market_emissions_g_total is not None:
+                f.add(
+                    "footprint_process_gpu_market_emissions_grams_total", labels, p.market_emissions_g_total
+                )
         for p in snap.cpu_processes:
             labels = _workload_labels(p)
             f.add("footprint_process_cpu_energy_joules_total", labels, p.energy_j_total)
             f.add("footprint_process_cpu_power_watts", labels, p.power_w)
             if snap.intensities:
                 f.add("footprint_process_cpu_emissions_grams_total", labels, p.emissions_g_total)
+            if p.market_emissions_g_total is not None:
+                f.add(
+                    "footprint_process_cpu_market_emissions_grams_total", labels, p.market_emissions_g_total
+                )
+
+        for p in snap.node_processes:
+            labels = _workload_labels(p)
+            f.add("footprint_process_node_unmetered_energy_joules_total", labels, p.energy_j_total)
+            if snap.intensities:
+                f.add("footprint_process_node_unmetered_emissions_grams_total", labels, p.emissions_g_total)
+            if p.market_emissions_g_total is not None:
+                f.add(
+                    "footprint_process_node_unmetered_market_emissions_grams_total",
+                    labels,
+                    p.market_emissions_g_total,
+                )
 
         for c in snap.cpus:
             cr = c.reading
-            if cr.power_w is not None:
+            if c.energy_method:
+                kind = "dram" if cr.package.endswith("-dram") else "cpu"
+                f.add(
+                    "footprint_device_energy_method_info",
+                    [kind, cr.package, c.energy_method, c.unmeasured_reason],
+                    1,
+                )
+            if not c.measured:
+                continue
+            if cr.power_w is not None and c.energy_method != "none":  # no stale power of a failed read
                 f.add("footprint_cpu_power_watts", [cr.package, cr.method], cr.power_w)
             f.add("footprint_cpu_energy_joules_total", [cr.package, cr.method], c.energy_j_total)
             f.add(
@@ -120,14 +205,20 @@ class SnapshotCollector(Collector):
                 f.add(
                     "footprint_cpu_marginal_emissions_grams_total", [cr.package], c.marginal_emissions_g_total
                 )
+            if c.market_emissions_g_total is not None:
+                f.add("footprint_cpu_market_emissions_grams_total", [cr.package], c.market_emissions_g_total)
+
+        if snap.node is not None:
+            _add_node(f, snap.node)
 
         for i in snap.intensities:
-            f.add(
-                "footprint_grid_carbon_intensity_grams_per_kwh",
-                [i.zone, i.provider, i.signal],
-                i.grams_per_kwh,
-            )
-            f.add("footprint_carbon_intensity_info", [i.zone, i.provider, i.signal, i.source, i.year], 1)
+            il = [i.zone, i.provider, i.signal]
+            f.add("footprint_grid_carbon_intensity_grams_per_kwh", [*il, i.basis], i.grams_per_kwh)
+            f.add("footprint_carbon_intensity_info", [*il, i.basis, i.source, i.year, i.via], 1)
+            if i.observed_at is not None:
+                f.add("footprint_carbon_intensity_timestamp_seconds", il, i.observed_at)
+            if i.estimated is not None:
+                f.add("footprint_carbon_intensity_estimated", il, 1 if i.estimated else 0)
             if i.signal == "average" or not any(
                 x.signal == "average" and x.provider == i.provider for x in snap.intensities
             ):
@@ -142,6 +233,12 @@ class SnapshotCollector(Collector):
             f.add("footprint_carbon_forecast_min_timestamp_seconds", labels, fc.min_timestamp_s)
         if snap.intensities:
             f.add("footprint_pue_ratio", [], snap.pue)
+        for ef in snap.emission_factors:
+            f.add(
+                "footprint_emission_factor",
+                [ef.kind, ef.name, ef.unit, ef.basis, ef.source, ef.year],
+                ef.value,
+            )
         if snap.node_embodied_emissions_g_total is not None:
             f.add("footprint_node_embodied_emissions_grams_total", [], snap.node_embodied_emissions_g_total)
         if snap.water_litres_total is not None:
@@ -156,6 +253,12 @@ class SnapshotCollector(Collector):
         f.add("footprint_samples_total", [], snap.samples_total)
         f.add("footprint_snapshot_age_seconds", [], max(0.0, self.wall_clock() - snap.timestamp))
         f.add("footprint_attribution_series_folded_total", [], snap.attributed_series_dropped_total)
+        for rej in snap.rejected_readings:
+            f.add("footprint_device_readings_rejected_total", [rej.kind, rej.device, rej.reason], rej.count)
+        for driver, count in snap.gpu_pci_devices or ():
+            f.add("footprint_gpu_pci_devices", [driver], count)
+        if snap.state_restore_result:
+            f.add("footprint_state_restore_info", [snap.state_restore_result], 1)
         f.add("footprint_state_saves_total", [], snap.state_saves_total)
         f.add("footprint_state_save_errors_total", [], snap.state_save_errors_total)
         if snap.last_state_save_timestamp is not None:

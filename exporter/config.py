@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import yaml
-
+from exporter.attribution import MAX_NVML_SAMPLE_PERIOD_S
 from exporter.durations import format_duration, parse_duration
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, shorten, shown
+from exporter.yaml_input import read_yaml
 
 ENV_PREFIX = "FOOTPRINT_"
 # Sections of the YAML file that are structured (lists, nested objects) rather than flags.
 STRUCTURED_SECTIONS = ("carbon",)
+# Ceilings for any setting without bounds of its own: every number stays a finite float or an int
+# that fits 64 bits, every text fits a path.
+MAX_INT = 2**63 - 1
+MAX_STR = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +34,7 @@ class Flag:
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def default_text(self) -> str | None:
@@ -38,6 +46,21 @@ class Flag:
         if self.kind == "bool":
             return str(self.default).lower()
         return str(self.default)
+
+    def shown_bound(self, bound: float) -> str:
+        return format_duration(bound) if self.kind == "duration" else f"{bound:g}"
+
+    @property
+    def bounds_text(self) -> str | None:
+        """The accepted range as --help and the flag table give it (``10ms to 10m``), or None."""
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None:
+            return f"{self.shown_bound(low)} to {self.shown_bound(high)}"
+        if low is not None:
+            return f"at least {self.shown_bound(low)}"
+        if high is not None:
+            return f"at most {self.shown_bound(high)}"
+        return None
 
     @property
     def env(self) -> str:
@@ -61,8 +84,15 @@ FLAGS: tuple[Flag, ...] = (
         "GPU source: auto (NVML if it loads, else none), nvml, simulated, replay, none.",
         ("auto", "nvml", "simulated", "replay", "none"),
     ),
-    Flag("source.gpu.simulated.count", "int", 4, "Number of simulated GPUs.", minimum=1),
-    Flag("source.gpu.simulated.seed", "int", 0, "Seed of the simulated workload (same seed, same fleet)."),
+    Flag("source.gpu.simulated.count", "int", 4, "Number of simulated GPUs.", minimum=1, maximum=1024),
+    Flag(
+        "source.gpu.simulated.seed",
+        "int",
+        0,
+        "Seed of the simulated workload (same seed, same fleet).",
+        minimum=0,
+        maximum=MAX_INT,
+    ),
     Flag("source.gpu.replay.file", "str", None, "Replay trace (JSON Lines) played by --source.gpu=replay."),
     Flag("source.gpu.replay.loop", "bool", False, "Loop the replay trace instead of stopping at its end."),
     Flag(
@@ -78,12 +108,105 @@ FLAGS: tuple[Flag, ...] = (
         None,
         "TDP per CPU socket in watts for the estimated CPU power (default: from the CPU model).",
         minimum=1,
+        maximum=2000,
     ),
+    Flag(
+        "source.node",
+        "choice",
+        "none",
+        "Whole-node input power from the BMC: redfish, ipmi (DCMI through ipmitool) or none.",
+        ("redfish", "ipmi", "none"),
+    ),
+    Flag(
+        "source.node.interval",
+        "duration",
+        10.0,
+        "How often the BMC is read (its own thread).",
+        minimum=1,
+        maximum=3600.0,
+    ),
+    Flag(
+        "source.node.timeout",
+        "duration",
+        5.0,
+        "Longest wait for one Redfish request or one ipmitool run.",
+        minimum=0.1,
+        maximum=300.0,
+    ),
+    Flag(
+        "source.node.redfish.url",
+        "str",
+        None,
+        "Redfish service root, e.g. https://bmc.example/redfish/v1 (credentials from "
+        "FOOTPRINT_REDFISH_USERNAME and FOOTPRINT_REDFISH_PASSWORD or the two files below).",
+    ),
+    Flag(
+        "source.node.redfish.auth",
+        "choice",
+        "session",
+        "Redfish authentication: session (X-Auth-Token, logged out at shutdown) or basic.",
+        ("session", "basic"),
+    ),
+    Flag("source.node.redfish.username-file", "str", None, "File holding the Redfish user name."),
+    Flag("source.node.redfish.password-file", "str", None, "File holding the Redfish password."),
+    Flag("source.node.redfish.ca-file", "str", None, "CA bundle that signed the BMC's certificate."),
+    Flag(
+        "source.node.redfish.insecure-skip-verify",
+        "bool",
+        False,
+        "Do not verify the BMC's certificate (self-signed BMC certificates; says so in the log).",
+    ),
+    Flag(
+        "source.node.redfish.chassis",
+        "str",
+        None,
+        "Comma-separated chassis Ids to read (default: every outermost chassis that reports power).",
+    ),
+    Flag("source.node.ipmi.path", "str", "ipmitool", "The ipmitool executable."),
+    Flag(
+        "source.node.ipmi.host",
+        "str",
+        None,
+        "BMC address for IPMI over LAN (default: the local interface, /dev/ipmi0); user name from "
+        "FOOTPRINT_IPMI_USERNAME or the file below, password from FOOTPRINT_IPMI_PASSWORD or the file below.",
+    ),
+    Flag("source.node.ipmi.interface", "choice", "lanplus", "ipmitool LAN interface.", ("lanplus", "lan")),
+    Flag(
+        "source.node.ipmi.privilege",
+        "choice",
+        "ADMINISTRATOR",
+        "Session privilege ipmitool asks for over LAN (-L); ipmitool's default is ADMINISTRATOR, an "
+        "account with less needs its own level here.",
+        ("USER", "OPERATOR", "ADMINISTRATOR"),
+    ),
+    Flag("source.node.ipmi.username-file", "str", None, "File holding the IPMI user name."),
+    Flag("source.node.ipmi.password-file", "str", None, "File holding the IPMI password (ipmitool -f)."),
     Flag("path.procfs", "str", "/proc", "procfs mount point (containers: the host's /proc mounted here)."),
     Flag("path.sysfs", "str", "/sys", "sysfs mount point (containers: the host's /sys mounted here)."),
-    Flag("sample.interval", "duration", 1.0, "How often the sampler reads the hardware.", minimum=0.01),
-    Flag("state.file", "str", None, "File where energy and emission totals are saved and restored from."),
-    Flag("state.interval", "duration", 60.0, "How often the state file is saved.", minimum=1),
+    Flag(
+        "sample.interval",
+        "duration",
+        1.0,
+        "How often the sampler reads the hardware.",
+        minimum=0.01,
+        maximum=600.0,
+    ),
+    Flag(
+        "state.file",
+        "str",
+        None,
+        "File where totals are saved at shutdown and continued from at the next start (after a clean "
+        "shutdown only).",
+    ),
+    Flag(
+        "state.interval",
+        "duration",
+        60.0,
+        "How often a checkpoint of the state file is written (never continued from: it shows early that "
+        "the path stays writable).",
+        minimum=1,
+        maximum=86400.0,
+    ),
     Flag(
         "attribution.policy",
         "choice",
@@ -98,6 +221,7 @@ FLAGS: tuple[Flag, ...] = (
         None,
         "Idle power per GPU for the idle-baseline policy (default: learned from idle periods).",
         minimum=0,
+        maximum=2000,
     ),
     Flag(
         "attribution.group-by",
@@ -112,6 +236,7 @@ FLAGS: tuple[Flag, ...] = (
         500,
         'Most attributed series per GPU (and for CPU); the rest fold into comm="other".',
         minimum=1,
+        maximum=100_000,
     ),
     Flag(
         "attribution.retention",
@@ -119,8 +244,52 @@ FLAGS: tuple[Flag, ...] = (
         600.0,
         "How long a finished process's series are kept so Prometheus sees their final value.",
         minimum=0,
+        maximum=7 * 86400.0,
     ),
     Flag("attribution.cpu", "bool", True, "Attribute CPU energy to processes by their CPU time."),
+    Flag(
+        "attribution.cpu-idle",
+        "choice",
+        "unattributed",
+        "CPU idle power (per package and DRAM domain): unattributed (kept at node level; only the "
+        "active power above it is split by CPU time) or spread (split by CPU time too).",
+        ("unattributed", "spread"),
+    ),
+    Flag(
+        "attribution.cpu-package-idle-watts",
+        "float",
+        None,
+        "Idle power of each CPU package (RAPL package domain) in watts (default: learned per package).",
+        minimum=0,
+        maximum=2000,
+    ),
+    Flag(
+        "attribution.cpu-dram-idle-watts",
+        "float",
+        None,
+        "Idle power of each DRAM domain in watts (default: learned per domain).",
+        minimum=0,
+        maximum=2000,
+    ),
+    Flag(
+        "attribution.node-unmetered",
+        "choice",
+        "node",
+        "The unmetered node energy (--source.node): node (kept at node level) or spread (also shared out "
+        "to processes by their share of the GPU + CPU energy of each node interval, into separate "
+        "footprint_process_node_unmetered_* counters).",
+        ("node", "spread"),
+    ),
+    Flag(
+        "attribution.nvml-sample-period",
+        "duration",
+        None,
+        "NVML's per-process utilisation sampling period: the spacing of the driver's sampling moments, "
+        "which tells GPU attribution which moments passed without a sample, i.e. idle (default: learned "
+        "from NVML's sample timestamps, 1s until then).",
+        minimum=0.01,
+        maximum=MAX_NVML_SAMPLE_PERIOD_S,
+    ),
     Flag(
         "kubernetes.node-name",
         "str",
@@ -163,50 +332,75 @@ class Config:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        # One line, as for every other configuration error.
-        raise ConfigError("command line", message)
+        # One line, as for every other configuration error; argparse quotes the bad argument whole.
+        raise ConfigError("command line", shorten(message))
 
 
 def _convert(flag: Flag, raw: Any, key: str) -> Any:
-    """Turn a raw value (a YAML scalar or a string from env/flags) into the flag's type, or raise."""
+    """Turn a raw value (a YAML scalar or a string from env/flags) into the flag's type, or raise.
+
+    Every value is checked against the flag's bounds and the general ceilings, so no setting can
+    carry a number that overflows later (a 400-digit count, a NaN, a duration of a billion years).
+    """
     if raw is None:
         return None
     try:
         if flag.kind == "str":
             if not isinstance(raw, str):
                 raise ValueError(f"expected a string, got {type(raw).__name__}")
+            if len(raw) > MAX_STR or "\0" in raw:
+                raise ValueError(f"must be at most {MAX_STR} characters without NUL, got {shown(raw)}")
             return raw
         if flag.kind == "choice":
-            if raw not in flag.choices:
-                raise ValueError(f"{raw!r} is not one of {', '.join(flag.choices)}")
+            if not isinstance(raw, str) or raw not in flag.choices:
+                raise ValueError(f"{shown(raw)} is not one of {', '.join(flag.choices)}")
             return raw
         if flag.kind == "duration":
             value: Any = parse_duration(raw)
         elif flag.kind == "bool":
             if isinstance(raw, bool):
                 return raw
-            low = str(raw).strip().lower()
-            if low in ("true", "1", "yes"):
+            word = raw.strip().lower() if isinstance(raw, str) else None
+            if word in ("true", "1", "yes"):
                 return True
-            if low in ("false", "0", "no"):
+            if word in ("false", "0", "no"):
                 return False
-            raise ValueError(f"expected true or false, got {raw!r}")
+            raise ValueError(f"expected true or false, got {shown(raw)}")
         elif flag.kind == "int":
-            if isinstance(raw, bool | float):
-                raise ValueError(f"expected an integer, got {raw!r}")
-            value = int(raw)
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise ValueError(f"expected an integer, got {shown(raw)}")
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"expected an integer, got {shown(raw)}") from None
         elif flag.kind == "float":
-            if isinstance(raw, bool):
-                raise ValueError(f"expected a number, got {raw!r}")
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError(f"expected a number, got {shown(raw)}")
             value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(f"expected a finite number, got {shown(raw)}")
         else:  # pragma: no cover - a programming error in FLAGS
             raise AssertionError(flag.kind)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(key, str(exc)) from None
-    if flag.minimum is not None and value < flag.minimum:
-        shown = format_duration(flag.minimum) if flag.kind == "duration" else f"{flag.minimum:g}"
-        raise ConfigError(key, f"must be at least {shown}, got {raw!r}")
+    except (TypeError, ValueError, OverflowError) as exc:
+        # OverflowError: float() of an integer with hundreds of digits.
+        raise ConfigError(key, shorten(str(exc))) from None
+    low, high = flag.minimum, flag.maximum
+    if flag.kind == "int" and abs(value) > MAX_INT and high is None:
+        raise ConfigError(key, f"expected an integer of at most 19 digits, got {shown(raw)}")
+    if low is not None and value < low:
+        raise ConfigError(
+            key, f"must be at least {flag.shown_bound(low)} ({flag.bounds_text}), got {shown(raw)}"
+        )
+    if high is not None and value > high:
+        raise ConfigError(
+            key, f"must be at most {flag.shown_bound(high)} ({flag.bounds_text}), got {shown(raw)}"
+        )
     return value
+
+
+def convert_flag(name: str, raw: Any) -> Any:
+    """A command-line value of flag ``name`` checked as the exporter checks it (for subcommands)."""
+    return _convert(FLAGS_BY_NAME[name], raw, f"--{name}")
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -224,27 +418,20 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def load_file(path: str) -> tuple[dict[str, Any], Any]:
     """Flag values and the raw carbon section from a YAML file; ConfigError on any problem."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError("config.file", f"cannot read {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError("config.file", f"{path} is not valid YAML{at}") from None
+    data = read_yaml(path, "config.file")
     if data is None:
         return {}, None
     if not isinstance(data, Mapping):
-        raise ConfigError("config.file", f"{path} must hold a mapping of settings")
+        raise ConfigError("config.file", f"{shorten(path)} must hold a mapping of settings")
     structured = {k: data[k] for k in STRUCTURED_SECTIONS if k in data}
     rest = {k: v for k, v in data.items() if k not in STRUCTURED_SECTIONS}
     values: dict[str, Any] = {}
     for key, raw in _flatten(rest).items():
         flag = FLAGS_BY_NAME.get(key)
         if flag is None or key == "config.file":
-            raise ConfigError(key, f"unknown setting in {path}")
-        values[key] = _convert(flag, raw, key)
+            raise ConfigError(key, f"unknown setting in {shorten(path)}")
+        if raw is not None:  # "interval:" with no value leaves the setting at its default
+            values[key] = _convert(flag, raw, key)
     return values, structured.get("carbon")
 
 
@@ -258,7 +445,8 @@ def build_parser(prog: str = "footprint-exporter") -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     for flag in FLAGS:
-        help_text = f"{flag.help} (default {flag.default_text or 'none'}; env {flag.env})"
+        bounds = f"{flag.bounds_text}; " if flag.bounds_text else ""
+        help_text = f"{flag.help} ({bounds}default {flag.default_text or 'none'}; env {flag.env})"
         if flag.kind == "bool":
             parser.add_argument(
                 f"--{flag.name}",
@@ -312,19 +500,60 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
 def _check_combinations(values: Mapping[str, Any]) -> None:
     if values["source.gpu"] == "replay" and not values["source.gpu.replay.file"]:
         raise ConfigError("source.gpu.replay.file", "required when --source.gpu=replay")
+    _check_node(values)
     path = values["web.telemetry-path"]
-    if not path.startswith("/") or path in ("/", "/healthz"):
+    if not _URL_PATH.match(path) or path in ("/", "/healthz"):
         raise ConfigError(
-            "web.telemetry-path", f"must be an absolute path other than / and /healthz, got {path!r}"
+            "web.telemetry-path",
+            f"must be an absolute URL path (no spaces, ? or #) other than / and /healthz, got {shown(path)}",
         )
     parse_listen_address(values["web.listen-address"])
 
 
+def _check_node(values: Mapping[str, Any]) -> None:
+    if values["source.node"] == "redfish":
+        url = values["source.node.redfish.url"]
+        if not url:
+            raise ConfigError("source.node.redfish.url", "required when --source.node=redfish")
+        if "@" in url.split("://", 1)[-1].split("/")[0]:  # with or without a scheme
+            # Never echo it: the part before @ is a user name and maybe a password.
+            raise ConfigError(
+                "source.node.redfish.url",
+                "must not carry credentials; use FOOTPRINT_REDFISH_USERNAME/_PASSWORD or the files",
+            )
+        # Checked after the credentials, so that a URL with a user and password is never echoed.
+        if not url.startswith("https://") or len(url) <= len("https://"):
+            raise ConfigError(
+                "source.node.redfish.url",
+                f"must be an https:// URL (credentials go with it), got {shown(url)}",
+            )
+        if values["source.node.redfish.insecure-skip-verify"] and values["source.node.redfish.ca-file"]:
+            raise ConfigError(
+                "source.node.redfish.insecure-skip-verify", "contradicts --source.node.redfish.ca-file"
+            )
+
+
+_URL_PATH = re.compile(r"^/[!$-'*-.0-9;=@-Z_a-z~/]*$")  # RFC 3986 path characters, no ? or #
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
 def parse_listen_address(address: str) -> tuple[str, int]:
-    """``:9877`` -> ("", 9877); ``127.0.0.1:9877``; ``[::1]:9877``."""
+    """``:9877`` -> ("", 9877); ``127.0.0.1:9877``; ``[::1]:9877``; ``localhost:9877``."""
     host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError("web.listen-address", f"expected [host]:port, got {address!r}")
+    # isascii: str.isdigit() also accepts superscripts and other scripts' digits, which int() refuses.
+    if not sep or not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
+        raise ConfigError("web.listen-address", f"expected [host]:port, got {shown(address)}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    if host and not _valid_host(host):
+        raise ConfigError("web.listen-address", f"{shown(host)} is neither an IP address nor a host name")
     return host, int(port_text)
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    return len(host) <= 253 and all(_HOST_LABEL.match(label) for label in host.rstrip(".").split("."))

@@ -15,7 +15,8 @@ def flags_table() -> str:
     for f in FLAGS:
         default = "-" if f.default_text is None else f"`{f.default_text}`"
         choices = f" One of: {', '.join(f.choices)}." if f.choices and f.name != "source.gpu" else ""
-        lines.append(f"| `--{f.name}` | `{f.env}` | {default} | {f.help}{choices} |")
+        bounds = f" Range: {f.bounds_text}." if f.bounds_text else ""
+        lines.append(f"| `--{f.name}` | `{f.env}` | {default} | {f.help}{choices}{bounds} |")
     return "\n".join(lines) + "\n"
 
 

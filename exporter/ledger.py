@@ -30,6 +30,7 @@ class _Series:
         "labels",
         "last_seen",
         "marginal_g",
+        "market_g",
         "pod_uid",
         "power_w",
         "seen",
@@ -45,6 +46,7 @@ class _Series:
         self.energy_j = 0.0
         self.emissions_g = 0.0
         self.marginal_g: float | None = None
+        self.market_g: float | None = None
         self.embodied_g = 0.0
         self.interval_j = 0.0
         self.interval_s = 0.0
@@ -63,11 +65,14 @@ class _Series:
         grams: float,
         marginal: float | None,
         embodied: float,
+        market: float | None = None,
     ) -> None:
         self.energy_j += joules
         self.emissions_g += grams
         if marginal is not None:
             self.marginal_g = (self.marginal_g or 0.0) + marginal
+        if market is not None:
+            self.market_g = (self.market_g or 0.0) + market
         self.embodied_g += embodied
         self.interval_j += joules
         self.interval_s = max(self.interval_s, interval_s)
@@ -88,6 +93,7 @@ class _Series:
                 self.emissions_g,
                 self.marginal_g,
                 self.embodied_g,
+                self.market_g,
             )
         return self.state
 
@@ -184,6 +190,7 @@ class ProcessLedger:
         grams: float = 0.0,
         marginal_grams: float | None = None,
         embodied_grams: float = 0.0,
+        market_grams: float | None = None,
     ) -> None:
         """Charge one process' share of one interval to its series (or to "other")."""
         key = self._key(device, pid, start_time, workload)
@@ -195,7 +202,7 @@ class ProcessLedger:
             else:
                 labels, pod_uid = self._labels(pid, workload)
                 series = self._new_series(key, labels, pod_uid, device, device_index, now)
-        series.charge(joules, interval_s, now, grams, marginal_grams, embodied_grams)
+        series.charge(joules, interval_s, now, grams, marginal_grams, embodied_grams, market_grams)
 
     def _new_series(
         self, key: Key, labels: Labels, pod_uid: str, device: str, device_index: str, now: float
@@ -291,6 +298,7 @@ class ProcessLedger:
                     "emissions_g": s.emissions_g,
                     "marginal_g": s.marginal_g,
                     "embodied_g": s.embodied_g,
+                    "market_g": s.market_g,
                 }
             )
         return {
@@ -304,6 +312,32 @@ class ProcessLedger:
         self.states(0.0)
         assert self._order is not None
         return list(self._order)
+
+    @staticmethod
+    def check(data: Any) -> None:
+        """Raise ValueError if ``data`` holds a total no series can have (negative, not finite) or a key
+        that is not made of plain values, so that a damaged state file is refused whole rather than
+        half taken in. Records that are merely from another version are left for ``restore`` to skip."""
+        if not isinstance(data, dict):
+            raise ValueError("process totals must be an object")
+        records = data.get("series") or []
+        folded = data.get("folded") or []
+        if not isinstance(records, list) or not isinstance(folded, list):
+            raise ValueError("process series and folded keys must be lists")
+        for n, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise ValueError(f"process series {n} must be an object")
+            _check_key(record.get("key"), f"process series {n}")
+            for name in ("energy_j", "emissions_g", "marginal_g", "embodied_g"):
+                value = record.get(name)
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"process series {n}: {name} must be a number, got {value!r}")
+                if not math.isfinite(value) or value < 0:
+                    raise ValueError(f"process series {n}: {name} must be finite and non-negative")
+        for n, key in enumerate(folded):
+            _check_key(key, f"folded key {n}")
 
     def restore(self, data: Any, now: float) -> int:
         """Take back totals from ``dump()``; returns how many series came back.
@@ -327,6 +361,7 @@ class ProcessLedger:
                     float(record["emissions_g"]),
                     None if record.get("marginal_g") is None else float(record["marginal_g"]),
                     float(record["embodied_g"]),
+                    None if record.get("market_g") is None else float(record["market_g"]),
                 )
             except (KeyError, TypeError, ValueError):  # a record from another version: skip it
                 continue
@@ -342,6 +377,8 @@ class ProcessLedger:
             if totals[2] is not None:
                 series.marginal_g = (series.marginal_g or 0.0) + totals[2]
             series.embodied_g += totals[3]
+            if totals[4] is not None:
+                series.market_g = (series.market_g or 0.0) + totals[4]
             series.last_seen = now
             series.state = None
             restored += 1
@@ -352,3 +389,11 @@ class ProcessLedger:
         if isinstance(total, int):
             self.folded_total = max(self.folded_total, total)
         return restored
+
+
+def _check_key(key: Any, where: str) -> None:
+    # A key comes back as a tuple of its JSON list; anything but plain values would not be hashable.
+    if key is None:
+        return  # a record without a key is from another version: restore() skips it
+    if not isinstance(key, list) or not all(v is None or isinstance(v, str | int | float) for v in key):
+        raise ValueError(f"{where}: key must be a list of plain values, got {key!r}")

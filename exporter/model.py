@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 class GpuProcessSample:
     """A process holding a GPU, as a source saw it during one read.
 
-    ``sm_util`` is the process' SM utilisation (0-1) averaged over the samples newer than the
-    previous read, or None when the source has no per-process utilisation (then attribution splits
-    equally). ``cgroup`` is the process' cgroup path when the source knows it (replay traces carry
-    it); live sources leave it None and the workload resolver reads /proc.
+    ``sm_util`` is the process' SM utilisation (0-1) to weigh it by in this interval (from NVML:
+    see attribution.UtilisationWindow), or None when no process on the GPU has any (then
+    attribution splits equally). ``cgroup`` is the process' cgroup path when the source knows it
+    (replay traces carry it); live sources leave it None and the workload resolver reads /proc.
     """
 
     pid: int
@@ -93,6 +93,14 @@ class GpuState:
     emissions_g_total: float = 0.0
     marginal_emissions_g_total: float | None = None
     embodied_emissions_g_total: float = 0.0
+    # Market-based Scope 2 (only with carbon.market configured).
+    market_emissions_g_total: float | None = None
+    # False while the GPU has never given power or energy: then it has no energy or emissions series.
+    measured: bool = True
+    # How the latest reading's energy was obtained: "counter", "power", "none" ("" while down).
+    energy_method: str = ""
+    # Why the latest reading measured nothing (energy_method "none"): "no_power_or_energy", "rejected".
+    unmeasured_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +116,7 @@ class ProcessState:
     emissions_g_total: float = 0.0
     marginal_emissions_g_total: float | None = None
     embodied_emissions_g_total: float = 0.0
+    market_emissions_g_total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +126,22 @@ class CpuState:
     unattributed_energy_j_total: float = 0.0
     emissions_g_total: float = 0.0
     marginal_emissions_g_total: float | None = None
+    market_emissions_g_total: float | None = None
+    # As for GpuState: never measured means no energy or emissions series; "counter", "estimate",
+    # "power" or "none" for the latest read, and why "none".
+    measured: bool = True
+    energy_method: str = ""
+    unmeasured_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedReadings:
+    """Readings of one device dropped as impossible (or that failed to account), by reason."""
+
+    kind: str  # "gpu", "cpu" or "dram"
+    device: str  # GPU UUID (index-N before it has one) or CPU domain label
+    reason: str  # "non_finite", "negative", "above_limit", "energy_jump", "error"
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +161,17 @@ class IntensityState:
     signal: str  # "average" or "marginal"
     grams_per_kwh: float
     age_s: float
-    # Where the value came from when it is the embedded table: its source and year (else "").
+    # Where the value comes from (the embedded table's row, or the API) and the year it describes.
     source: str = ""
     year: str = ""
+    basis: str = "lifecycle"  # emission-factor basis: "lifecycle" or "direct"
+    # The data's own time (the start of the period the value describes; for the embedded table the
+    # end of its year); None when the data has none.
+    observed_at: float | None = None
+    # For data without a time: when a refresh last confirmed it (None with observed_at: timeless).
+    confirmed_at: float | None = None
+    estimated: bool | None = None  # True: estimate or forecast; False: measured; None: not said
+    via: str = ""  # "central" when relayed by a central exporter; provider then names the origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +180,19 @@ class ProviderState:
     up: bool
     errors_total: dict[str, int] = field(default_factory=dict)  # by kind: timeout, http_429, ...
     last_success_timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmissionFactor:
+    """A factor the figures are computed with, where it comes from and the year it describes."""
+
+    kind: str  # pue, wue, grid_fallback, market_instrument, market_supplier, market_residual, embodied_*
+    name: str
+    value: float
+    unit: str
+    basis: str = ""
+    source: str = ""
+    year: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +216,13 @@ class Snapshot:
     gpu_processes: tuple[ProcessState, ...] = ()
     cpus: tuple[CpuState, ...] = ()
     cpu_processes: tuple[ProcessState, ...] = ()
+    # Each process's share of the unmetered node energy (--attribution.node-unmetered=spread).
+    node_processes: tuple[ProcessState, ...] = ()
     sources: tuple[SourceStatus, ...] = ()
     intensities: tuple[IntensityState, ...] = ()
     providers: tuple[ProviderState, ...] = ()
     forecasts: tuple[ForecastState, ...] = ()
+    emission_factors: tuple[EmissionFactor, ...] = ()
     pue: float = 1.0
     water_litres_total: float | None = None
     node_embodied_emissions_g_total: float | None = None
@@ -181,3 +230,52 @@ class Snapshot:
     state_saves_total: int = 0
     state_save_errors_total: int = 0
     last_state_save_timestamp: float | None = None
+    # How this run's totals began (see exporter.state): "continued", "no_file", "unclean", ...; "" when
+    # no state file is configured.
+    state_restore_result: str = ""
+    rejected_readings: tuple[RejectedReadings, ...] = ()
+    # NVIDIA GPUs present on the PCI bus by bound driver ("nvidia", "vfio-pci", "" for none); None when
+    # sysfs could not be read.
+    gpu_pci_devices: tuple[tuple[str, int], ...] | None = None
+    node: NodeState | None = None  # whole-node figures, when a node source is configured
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReading:
+    """Whole-node input power (and, where the BMC keeps one, its energy counter) read once from the BMC.
+
+    ``energy_j`` is a cumulative counter in joules as the BMC reports it (it may be coarse, may restart
+    when the BMC resets); None when the BMC has no energy counter. ``parts`` says which resources the
+    figures came from, e.g. ``("System.Embedded.1:Power/PowerControl",)``, for the info metric and logs.
+    """
+
+    power_w: float | None
+    energy_j: float | None = None
+    parts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """Whole-node figures from the BMC as the latest snapshot shows them.
+
+    ``fresh`` is False while the node source has had no good reading for a while: then its power and
+    energy series are left out. ``unmetered`` is node energy not covered by the GPU, CPU and DRAM
+    readings of the same time; its emissions are the node's share of emissions no component carries.
+    """
+
+    method: str  # "redfish" or "ipmi"
+    fresh: bool
+    power_w: float | None
+    energy_j_total: float
+    unmetered_energy_j_total: float
+    emissions_g_total: float | None  # None without carbon accounting
+    unmetered_emissions_g_total: float | None
+    below_components_total: int  # intervals whose node energy was below the components' (data quality)
+    gaps_total: int  # intervals not compared (no reading or no component figures across them)
+    parts: tuple[str, ...] = ()
+    # With --attribution.node-unmetered=spread: the unmetered energy charged to no process (None: not
+    # spread, all of it is node level).
+    unmetered_unattributed_j_total: float | None = None
+    # Market-based Scope 2 of the node's energy and of its unmetered part (only with carbon.market).
+    market_emissions_g_total: float | None = None
+    unmetered_market_emissions_g_total: float | None = None

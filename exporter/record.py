@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, NoReturn
 
+from exporter.config import convert_flag
 from exporter.durations import parse_duration
+from exporter.errors import ConfigError, shorten, shown
 from exporter.model import GpuProcessSample, GpuReading
 from exporter.sources import GpuSource, SourceUnavailable
 
@@ -175,20 +177,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         args.duration_s = parse_duration(args.duration)
     except ValueError as exc:
         raise _UsageError(f"--duration: {exc}") from None
-    try:
-        args.interval_s = parse_duration(args.interval)
-    except ValueError as exc:
-        raise _UsageError(f"--sample.interval: {exc}") from None
-    if args.interval_s <= 0:
-        raise _UsageError("--sample.interval: must be more than 0")
     if args.source not in ("nvml", "simulated"):
-        raise _UsageError(f"--source.gpu: must be nvml or simulated, got {args.source!r}")
+        raise _UsageError(f"--source.gpu: must be nvml or simulated, got {shown(args.source)}")
+    # The exporter's own bounds for the flags it shares with record.
     try:
-        args.count = int(args.count)
-    except ValueError:
-        raise _UsageError(f"--source.gpu.simulated.count: not a whole number: {args.count!r}") from None
-    if args.count < 1:
-        raise _UsageError("--source.gpu.simulated.count: must be at least 1")
+        args.interval_s = convert_flag("sample.interval", args.interval)
+        args.count = convert_flag("source.gpu.simulated.count", args.count)
+    except ConfigError as exc:
+        raise _UsageError(str(exc)) from None
     return args
 
 
@@ -218,9 +214,10 @@ def main(
     try:
         try:
             out: IO[str] = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
             print(
-                f"footprint-exporter record: --output: cannot open {args.output}: {exc.strerror}",
+                f"footprint-exporter record: --output: cannot open {shorten(args.output)}: "
+                f"{getattr(exc, 'strerror', None) or exc}",
                 file=sys.stderr,
             )
             return 2
@@ -236,8 +233,14 @@ def main(
                     stop=stop,
                     cgroup_of=lambda pid: read_cgroup(args.procfs, pid),
                 )
+        except BrokenPipeError:
+            # The reader went away (``record --output - | head``): the end of the recording, not a
+            # failure. Later writes to stdout (the interpreter's last flush) go nowhere instead.
+            if out is sys.stdout:
+                _discard_stdout()
+            return 0
         except OSError as exc:
-            print(f"footprint-exporter record: writing {args.output} failed: {exc}", file=sys.stderr)
+            print(f"footprint-exporter record: writing {shorten(args.output)} failed: {exc}", file=sys.stderr)
             return 1
         finally:
             if out is not sys.stdout:
@@ -246,6 +249,13 @@ def main(
         source.close()
     print(f"footprint-exporter record: wrote {written} samples to {args.output}", file=sys.stderr)
     return 0
+
+
+def _discard_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 @contextlib.contextmanager

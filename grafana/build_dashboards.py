@@ -429,8 +429,9 @@ def dashboard(
 
 # --------------------------------------------------------------------------- the dashboards
 
-ENERGY_ALL = '{__name__=~"footprint_(gpu|cpu)_energy_joules_total", %s}'
-EMISSIONS_ALL = '{__name__=~"footprint_(gpu|cpu)_emissions_grams_total", %s}'
+# Node totals: GPU + CPU, plus the node's unmetered part where a BMC is read (absent elsewhere).
+ENERGY_ALL = '{__name__=~"footprint_(gpu|cpu|node_unmetered)_energy_joules_total", %s}'
+EMISSIONS_ALL = '{__name__=~"footprint_(gpu|cpu|node_unmetered)_emissions_grams_total", %s}'
 PROCESS_ENERGY = '{__name__=~"footprint_process_(gpu|cpu)_energy_joules_total", %s}'
 PROCESS_EMISSIONS = '{__name__=~"footprint_process_(gpu|cpu)_emissions_grams_total", %s}'
 
@@ -446,13 +447,15 @@ def headline_stats() -> list[Json]:
     return [
         stat(
             "Power now",
-            "GPU board power plus CPU package power of the selected nodes, latest sample.",
+            "Whole-node input power from the BMC where a node source is configured, else GPU board "
+            "power plus CPU package power, of the selected nodes.",
             "watt",
             [target(f"sum(instance:footprint_power_watts:sum{{{INST}}})")],
         ),
         stat(
             "Energy today",
-            "GPU and CPU energy since midnight (browser time zone), kWh, from the recorded 5m rates.",
+            "GPU and CPU energy, plus the unmetered rest of the node where a BMC is read, since midnight "
+            "(browser time zone), kWh, from the recorded 5m rates.",
             "kwatth",
             [target(f"{_recorded_total('instance:footprint_energy_joules:rate5m', INST)} / {KWH:g}")],
             time_from="now/d",
@@ -469,8 +472,8 @@ def headline_stats() -> list[Json]:
         ),
         stat(
             "Energy, 30 days",
-            "GPU and CPU energy over the last 30 days, kWh (recording rule "
-            "instance:footprint_energy_joules:increase30d).",
+            "GPU and CPU energy, plus the unmetered rest of the node where a BMC is read, over the last "
+            "30 days, kWh (recording rule instance:footprint_energy_joules:increase30d).",
             "kwatth",
             [target(f"sum(instance:footprint_energy_joules:increase30d{{{INST}}}) / {KWH:g}")],
             decimals=1,
@@ -756,6 +759,7 @@ def node_gpu() -> Json:
                 )
             ],
         ),
+        *node_power_panels(),
         timeseries(
             "Sources up",
             "1 when a source's last read worked (nvml, simulated, replay, rapl, ...); "
@@ -793,6 +797,76 @@ def node_gpu() -> Json:
     )
 
 
+def node_power_panels() -> list[Json]:
+    """The node (BMC) row of the node dashboard: what the node draws, and what the components cover."""
+    # One query for CPU and DRAM: every CPU domain is "CPU" unless its package label ends in -dram.
+    part = (
+        f'label_replace(label_replace(footprint_cpu_power_watts{{{INST}}}, "part", "CPU", "package", ".*"), '
+        '"part", "DRAM", "package", ".*-dram")'
+    )
+    return [
+        timeseries(
+            "Node power: GPU, CPU, DRAM and unmetered",
+            "Stacked: GPU board power, CPU package and DRAM power, and the unmetered rest of the node "
+            "(fans, NICs, storage, power supply losses) from the BMC; the dashed line is the node's input "
+            "power as the BMC reads it. Without a node source only GPU and CPU show.",
+            "watt",
+            [
+                target(f"sum by (instance) (footprint_gpu_power_watts{{{INST}}})", "{{instance}} GPU"),
+                target(f"sum by (instance, part) ({part})", "{{instance}} {{part}}"),
+                target(
+                    "sum by (instance) (rate(footprint_node_unmetered_energy_joules_total"
+                    f"{{{INST}}}[$__rate_interval]))",
+                    "{{instance}} unmetered",
+                ),
+                target(f"footprint_node_power_watts{{{INST}}}", "{{instance}} node input ({{method}})"),
+            ],
+            w=16,
+            stack=True,
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* node input .*"},
+                    "properties": [
+                        {"id": "custom.stacking", "value": {"mode": "none", "group": "A"}},
+                        {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                        {"id": "custom.fillOpacity", "value": 0},
+                    ],
+                }
+            ],
+        ),
+        bargauge(
+            "Unmetered share of node energy",
+            "Share of the node's energy over the time range that no GPU, CPU or DRAM reading covers; "
+            "it is node-level and charged to no workload.",
+            "percentunit",
+            [
+                target(
+                    f"sum by (instance) (increase(footprint_node_unmetered_energy_joules_total{{{INST}}}"
+                    f"[$__range])) / sum by (instance) (increase(footprint_node_energy_joules_total{{{INST}}}"
+                    "[$__range]))",
+                    "{{instance}}",
+                )
+            ],
+            w=8,
+            maximum=1,
+        ),
+        table(
+            "Node power source",
+            "Where the BMC's figures come from (chassis, resource) and what node totals rest on now: "
+            "basis node (the BMC's reading) or components (GPU + CPU + DRAM only, the BMC is failing).",
+            "none",
+            [
+                target(f"footprint_node_reading_info{{{INST}}}", table=True),
+                target(f"footprint_node_energy_basis_info{{{INST}}}", table=True),
+            ],
+            columns={"A": ("reading", "none"), "B": ("basis", "none")},
+            hide=("Time", "__name__", "job", "Value #A", "Value #B"),
+            w=24,
+            h=5,
+        ),
+    ]
+
+
 def _workload_table(title: str, description: str, by: str, filter_label: str, sort: str) -> Json:
     # GPU and CPU series in one selector: CPU series have no gpu label, which "All" (.*) matches.
     sel = f'{PROC_GPU}, {filter_label}!=""'
@@ -826,6 +900,88 @@ def _workload_table(title: str, description: str, by: str, filter_label: str, so
         w=12,
         h=9,
     )
+
+
+# Recording series of prometheus/rules/inference.rules.yml. They join the exporter's per-pod energy with
+# the inference servers' token counters on (cluster, namespace, pod), so they carry no instance label.
+INFERENCE_SEL = f'{CLUSTER}, namespace=~"$namespace"'
+INFERENCE_LEGEND = "{{namespace}}/{{pod}} {{model_name}}"
+UNIT_TOKENS_PER_S = "suffix: tokens/s"
+
+
+def inference_efficiency_panels() -> list[Json]:
+    """The "Inference efficiency" panel set: energy and carbon per 1,000 generated tokens beside tokens/s.
+
+    Figures per 1,000 tokens read better than per token (400 J rather than 0.4 J). A pod shows up only while
+    its server generated tokens in the last 5 minutes (no tokens, no series: never 0 or Inf). The
+    full-width table comes first so the set starts on its own row and the pairs beside each other stay
+    paired whatever panels come before it.
+    """
+    per_model = "namespace_pod_model_name:footprint_%s:rate5m{" + INFERENCE_SEL + "}"
+    per_pod = "namespace_pod:footprint_%s:rate5m{" + INFERENCE_SEL + "}"
+    return [
+        table(
+            "Inference efficiency by pod",
+            "Each inference pod now (5-minute windows): energy, location-based CO2e and SCI per 1,000 "
+            "generated tokens, energy per answered request and tokens per second.",
+            "joule",
+            [
+                target("1000 * " + per_pod % "joules_per_token", table=True),
+                target("1000 * " + per_pod % "grams_per_token", table=True),
+                target("1000 * " + per_pod % "sci_grams_per_token", table=True),
+                target(per_pod % "joules_per_request", table=True),
+                target(per_pod % "inference_generation_tokens", table=True),
+            ],
+            columns={
+                "A": ("J / 1k tokens", "joule"),
+                "B": ("CO2e / 1k tokens", "massg"),
+                "C": ("SCI / 1k tokens", "massg"),
+                "D": ("J / request", "joule"),
+                "E": ("Tokens/s", UNIT_TOKENS_PER_S),
+            },
+            sort_by="J / 1k tokens",
+            w=24,
+            h=8,
+        ),
+        timeseries(
+            "Inference: energy per 1,000 generated tokens",
+            "GPU energy attributed to each inference pod per 1,000 tokens it generated, by model (a pod "
+            "serving several models splits its energy by their share of its tokens). 5-minute windows.",
+            "joule",
+            [target("1000 * " + per_model % "joules_per_token", INFERENCE_LEGEND)],
+        ),
+        timeseries(
+            "Inference: generated tokens per second",
+            "Tokens each pod generated per second (5-minute rate), from the server's own counter (vLLM, "
+            "SGLang, TGI, Triton with TensorRT-LLM): the denominator of the energy per token beside it, "
+            "over the same window.",
+            UNIT_TOKENS_PER_S,
+            [target(per_model % "inference_generation_tokens", INFERENCE_LEGEND)],
+        ),
+        timeseries(
+            "Inference: CO2e per 1,000 generated tokens",
+            "Location-based operational CO2e (grid average intensity, PUE included) of the pod's GPU "
+            "energy per 1,000 generated tokens, by model.",
+            "massg",
+            [target("1000 * " + per_model % "grams_per_token", INFERENCE_LEGEND)],
+        ),
+        timeseries(
+            "Inference: SCI per 1,000 tokens",
+            "Green Software Foundation SCI with R = 1,000 generated tokens: (operational CO2e of the pod's "
+            "GPU and CPU energy + embodied CO2e of the GPUs it holds) per 1,000 tokens, by model.",
+            "massg",
+            [target("1000 * " + per_model % "sci_grams_per_token", INFERENCE_LEGEND)],
+        ),
+        bargauge(
+            "Inference: energy per 1,000 tokens by model, all pods",
+            "Each model across every pod serving it: their GPU energy over their generated tokens, idle "
+            "serving pods included (their energy is part of what the model's tokens cost).",
+            "joule",
+            [target(f"1000 * model_name:footprint_joules_per_token:rate5m{{{CLUSTER}}}", "{{model_name}}")],
+            w=24,
+            h=6,
+        ),
+    ]
 
 
 def workloads() -> Json:
@@ -923,12 +1079,13 @@ def workloads() -> Json:
             [target(f"sum by (user) (footprint_process_cpu_power_watts{{{PROC_CPU}}})", "{{user}}")],
             stack=True,
         ),
+        *inference_efficiency_panels(),
     ]
     return dashboard(
         "footprint-workloads",
         "Footprint / Workloads",
         "Energy and emissions per process, pod, Slurm job and user; each process's share of its "
-        "GPU and energy per GPU-hour.",
+        "GPU and energy per GPU-hour; inference efficiency (energy and CO2e per 1,000 tokens).",
         ["workloads"],
         [instance_variable(), gpu_variable(), namespace_variable()],
         panels,
@@ -1091,6 +1248,38 @@ def carbon() -> Json:
             w=12,
             h=8,
         ),
+        table(
+            "Intensity data time",
+            "The data's own time of the intensity in use (the start of the period it describes; for the "
+            "embedded table the end of its year) and whether the provider marks it an estimate or forecast.",
+            "none",
+            [
+                target(f"footprint_carbon_intensity_timestamp_seconds{{{ZONE}}} * 1000", table=True),
+                target(f"footprint_carbon_intensity_estimated{{{ZONE}}}", table=True),
+            ],
+            columns={"A": ("Data time", "dateTimeAsIso"), "B": ("Estimated", "none")},
+            hide=("Time", "__name__", "job"),
+            w=12,
+            h=8,
+        ),
+        table(
+            "Provider errors",
+            "Failed refreshes and refused values per provider and kind over the time range: timeout, "
+            "http_*, malformed, auth, implausible (outside carbon.plausible), basis (another "
+            "emission-factor basis than the chain's).",
+            "none",
+            [
+                target(
+                    "sum by (provider, kind) "
+                    f"(increase(footprint_carbon_provider_errors_total{{{INST}}}[$__range]))",
+                    table=True,
+                )
+            ],
+            columns={"A": ("Errors", "none")},
+            sort_by="Errors",
+            w=12,
+            h=8,
+        ),
         stat(
             "Operational CO2e",
             "GPU and CPU emissions over the time range from the average grid signal, PUE included.",
@@ -1129,6 +1318,51 @@ def carbon() -> Json:
             [target(f"sum(increase(footprint_water_litres_total{{{INST}}}[$__range]))")],
             w=6,
             decimals=2,
+        ),
+        stat(
+            "Market-based CO2e",
+            "GHG Protocol Scope 2 market-based emissions over the time range (carbon.market: "
+            "contractual instruments, then the supplier factor or residual mix; only with carbon.market). "
+            "Report it beside the location-based figure, never instead of it.",
+            "masskg",
+            [
+                target(
+                    'sum(increase({__name__=~"footprint_(gpu|cpu)_market_emissions_grams_total", '
+                    f"{INST}}}[$__range])) / 1000"
+                )
+            ],
+            w=6,
+            decimals=3,
+        ),
+        timeseries(
+            "Location- and market-based emission rate",
+            "Scope 2 emissions per hour by both methods side by side: location-based (grid average "
+            "signal) and market-based (carbon.market).",
+            UNIT_GRAMS_PER_HOUR,
+            [
+                target(
+                    'sum(rate({__name__=~"footprint_(gpu|cpu)_emissions_grams_total", '
+                    f"{INST}}}[$__rate_interval])) * 3600",
+                    "location-based",
+                ),
+                target(
+                    'sum(rate({__name__=~"footprint_(gpu|cpu)_market_emissions_grams_total", '
+                    f"{INST}}}[$__rate_interval])) * 3600",
+                    "market-based",
+                ),
+            ],
+            w=18,
+        ),
+        table(
+            "Emission factors",
+            "Every fixed factor the figures use, with its source and the year it describes: PUE, WUE, "
+            "the embedded grid fallback, market instruments, supplier and residual factors, embodied "
+            "figures of the GPU models present.",
+            "none",
+            [target(f"footprint_emission_factor{{{INST}}}", table=True)],
+            columns={"A": ("Value", "none")},
+            hide=("Time", "__name__", "job"),
+            h=8,
         ),
         timeseries(
             "Operational and embodied emission rate",

@@ -23,6 +23,12 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (timeouts)
+    # A slow body: one byte every ``drip`` seconds; ``endless`` then keeps sending blanks (valid JSON
+    # whitespace) until the client gives up, as a stuck proxy or overloaded API does.
+    drip: float = 0.0
+    endless: bool = False
+    # Send the status line, then drip one header byte at a time forever (requests cannot bound this).
+    drip_headers: bool = False
 
 
 @dataclass
@@ -55,6 +61,7 @@ class FakeApi:
     def __init__(self) -> None:
         self._routes: dict[str, deque[Reply]] = {}
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self.requests: list[Seen] = []
         api = self
 
@@ -65,6 +72,9 @@ class FakeApi:
                 reply = api._take(seen)
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.drip_headers:
+                    self._drip_headers(reply.drip or 1.0)
+                    return
                 if isinstance(reply.body, bytes):
                     data = reply.body
                 elif isinstance(reply.body, str):
@@ -76,13 +86,30 @@ class FakeApi:
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
+                    if not reply.endless:  # an endless body runs until the connection closes
+                        self.send_header("Content-Length", str(len(data)))
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if not reply.drip:
+                        self.wfile.write(data)
+                        return
+                    for byte in data:
+                        self.wfile.write(bytes([byte]))
+                        if api._closing.wait(reply.drip):
+                            return
+                    while reply.endless and not api._closing.wait(reply.drip):
+                        self.wfile.write(b" ")
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
+
+            def _drip_headers(self, every: float) -> None:
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                    while not api._closing.wait(every):
+                        self.wfile.write(b"x")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -117,6 +144,7 @@ class FakeApi:
             ]
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -140,17 +168,33 @@ def serve() -> Iterator[FakeApi]:
 # Response bodies in the shapes of shared/reference/carbon-apis.md.
 
 
-def em_latest(value: float = 322, zone: str = "DE") -> dict[str, Any]:
-    return {
+def iso(epoch: float) -> str:
+    """An API-style UTC time with milliseconds, as Electricity Maps writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch))
+
+
+def em_latest(
+    value: float = 322,
+    zone: str = "DE",
+    when: str | None = "2026-05-21T10:00:00.000Z",
+    basis: str = "lifecycle",
+    estimated: bool = False,
+) -> dict[str, Any]:
+    """``/carbon-intensity/latest``: ``datetime`` is the start of the hour the value describes, published
+    some minutes later (``updatedAt``); ``when=None`` leaves the field out."""
+    body = {
         "zone": zone,
         "carbonIntensity": value,
-        "datetime": "2026-05-21T10:00:00.000Z",
+        "datetime": when,
         "updatedAt": "2026-05-21T10:12:21.002Z",
         "createdAt": "2026-05-18T06:20:31.772Z",
-        "emissionFactorType": "lifecycle",
-        "isEstimated": False,
-        "estimationMethod": None,
+        "emissionFactorType": basis,
+        "isEstimated": estimated,
+        "estimationMethod": "TIME_SLICER_AVERAGE" if estimated else None,
     }
+    if when is None:
+        del body["datetime"]
+    return body
 
 
 def em_forecast(points: list[tuple[str, float]], zone: str = "DE") -> dict[str, Any]:
@@ -175,12 +219,16 @@ def wt_forecast(values: list[tuple[str, float]], units: str = "lbs_co2_per_mwh")
     }
 
 
-def uk_intensity(forecast: float | None = 266, actual: float | None = 263) -> dict[str, Any]:
+def uk_intensity(
+    forecast: float | None = 266, actual: float | None = 263, start: float | None = None
+) -> dict[str, Any]:
+    """``/intensity``: the half hour running at ``start`` (epoch s; default the one at NOW)."""
+    begin = (NOW if start is None else start) // 1800 * 1800
     return {
         "data": [
             {
-                "from": "2026-01-20T12:00Z",
-                "to": "2026-01-20T12:30Z",
+                "from": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(begin)),
+                "to": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(begin + 1800)),
                 "intensity": {"forecast": forecast, "actual": actual, "index": "moderate"},
             }
         ]
@@ -205,8 +253,8 @@ def uk_regional(value: float = 180, region_id: int = 13) -> dict[str, Any]:
                 "shortname": "London",
                 "data": [
                     {
-                        "from": "2026-01-20T12:00Z",
-                        "to": "2026-01-20T12:30Z",
+                        "from": "2026-05-21T10:00Z",
+                        "to": "2026-05-21T10:30Z",
                         "intensity": {"forecast": value, "index": "moderate"},
                         "generationmix": [{"fuel": "gas", "perc": 43.6}],
                     }
@@ -251,6 +299,17 @@ def casdk_forecast(points: list[tuple[str, float]], location: str = "eastus") ->
 
 # The fixed wall clock the carbon tests run at: 2026-05-21T10:05:00Z, inside the fake APIs' periods.
 NOW = float(calendar.timegm((2026, 5, 21, 10, 5, 0, 0, 0, 0)))
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, every: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
 
 
 class Clock:

@@ -62,13 +62,15 @@ def start_exporter(
     *,
     program: Sequence[str] = (sys.executable, "-m", "exporter"),
     inherit_env: bool = True,
+    port: int | None = None,
 ) -> ExporterProcess:
     """Run the exporter with ARGS on a free loopback port and wait until /healthz answers.
 
     ``program`` is what starts it (the installed console script, say); with ``inherit_env=False`` the
-    process sees only ``env``, as under systemd.
+    process sees only ``env``, as under systemd. ``port`` reuses a given port, so that a restarted
+    exporter is the same scrape target to Prometheus.
     """
-    port = free_port()
+    port = free_port() if port is None else port
     full_env = {**(os.environ if inherit_env else {}), **(env or {})}
     cmd = [*program, *args, f"--web.listen-address=127.0.0.1:{port}"]
     log = tempfile.TemporaryFile()  # noqa: SIM115 - owned by ExporterProcess, closed by stop()

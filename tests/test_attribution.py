@@ -9,8 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.attribution import (
+    IDLE_MEMORY_PERIODS,
+    MAX_NVML_SAMPLE_PERIOD_S,
     AttributionPolicy,
+    CpuIdleLearner,
+    CpuIdlePolicy,
     IdleBaselineLearner,
+    UtilisationWindow,
     attribute_cpu_energy,
     attribute_gpu_energy,
 )
@@ -82,11 +87,22 @@ def test_mig_conserves_exactly(energy: float, procs: list[tuple[float | None, fl
 
 
 @settings(max_examples=300, deadline=None)
-@given(energy=energies, cpu=st.lists(st.floats(0.0, 64.0), max_size=60), busy=st.floats(0.0, 128.0))
-def test_cpu_split_conserves_exactly(energy: float, cpu: list[float], busy: float) -> None:
-    shares, unattributed = attribute_cpu_energy(energy, cpu, busy)
+@given(
+    energy=energies,
+    cpu=st.lists(st.floats(0.0, 64.0), max_size=60),
+    busy=st.floats(0.0, 128.0),
+    idle=st.one_of(st.just(0.0), st.floats(0.0, 1e7)),
+    spread=st.booleans(),
+)
+def test_cpu_split_conserves_exactly(
+    energy: float, cpu: list[float], busy: float, idle: float, spread: bool
+) -> None:
+    shares, unattributed = attribute_cpu_energy(energy, cpu, busy, idle, spread)
     assert len(shares) == len(cpu)
     _assert_conserved(shares, unattributed, energy)
+    if not spread:
+        # The idle part never reaches a process.
+        assert math.fsum(shares) <= max(0.0, energy - idle) * (1 + 1e-9) + 1e-300
 
 
 def test_proportional_three_to_one_is_exact() -> None:
@@ -142,26 +158,51 @@ def test_proportional_ignores_idle_watts() -> None:
     assert attribute_gpu_energy(50.0, 1.0, _procs([0.9]), AttributionPolicy(), idle_w=40.0) == ([50.0], 0.0)
 
 
-def test_mig_weight_is_instance_share_times_activity() -> None:
-    # A 3/7 instance at 100% and a 4/7 instance at 50%: weights 3/7 and 2/7 -> 3:2.
+def test_mig_weight_is_instance_share_times_activity_against_the_whole_board() -> None:
+    # A 3/7 instance at 100% and a 4/7 instance at 50%: 3/7 and 2/7 of the board; 2/7 unused.
     samples = [
         GpuProcessSample(pid=1, sm_util=1.0, mig_sm_share=3 / 7, gpu_instance_id=1),
         GpuProcessSample(pid=2, sm_util=0.5, mig_sm_share=4 / 7, gpu_instance_id=2),
     ]
-    shares, unattributed = attribute_gpu_energy(500.0, 1.0, samples)
+    shares, unattributed = attribute_gpu_energy(700.0, 1.0, samples)
     assert shares == pytest.approx([300.0, 200.0], rel=1e-12)
-    assert unattributed == 0.0
+    assert unattributed == pytest.approx(200.0, rel=1e-12)
 
 
-def test_mig_without_activity_splits_by_instance_share_then_within_instance() -> None:
+def test_mig_one_of_seven_slices_gets_one_seventh_at_most() -> None:
+    # NVML gives no activity per instance: the job gets its whole slice, never the whole board.
+    samples = [GpuProcessSample(pid=1, mig_sm_share=1 / 7, gpu_instance_id=9)]
+    shares, unattributed = attribute_gpu_energy(700.0, 1.0, samples)
+    assert shares == pytest.approx([100.0], rel=1e-12)
+    assert unattributed == pytest.approx(600.0, rel=1e-12)
+    # All seven slices occupied: everything is attributed, one seventh each.
+    full = [GpuProcessSample(pid=k, mig_sm_share=1 / 7, gpu_instance_id=k) for k in range(7)]
+    shares, unattributed = attribute_gpu_energy(700.0, 1.0, full)
+    assert shares == pytest.approx([100.0] * 7, rel=1e-12)
+    assert unattributed == pytest.approx(0.0, abs=1e-9)
+
+
+def test_mig_without_activity_splits_each_instance_share_within_the_instance() -> None:
     # Instance 1 (3/7) holds two processes, instance 2 (4/7) one: 1.5/7, 1.5/7, 4/7 of 700 J.
     samples = [
         GpuProcessSample(pid=1, mig_sm_share=3 / 7, gpu_instance_id=1),
         GpuProcessSample(pid=2, mig_sm_share=3 / 7, gpu_instance_id=1),
         GpuProcessSample(pid=3, mig_sm_share=4 / 7, gpu_instance_id=2),
     ]
-    shares, _ = attribute_gpu_energy(700.0, 1.0, samples)
+    shares, unattributed = attribute_gpu_energy(700.0, 1.0, samples)
     assert shares == pytest.approx([150.0, 150.0, 400.0], rel=1e-12)
+    assert unattributed == pytest.approx(0.0, abs=1e-9)
+
+
+def test_mig_processes_of_unknown_instance_share_the_uncovered_capacity() -> None:
+    samples = [
+        GpuProcessSample(pid=1, mig_sm_share=2 / 7, gpu_instance_id=1),
+        GpuProcessSample(pid=2, gpu_instance_id=None, mig_sm_share=None),
+        GpuProcessSample(pid=3, gpu_instance_id=5, mig_sm_share=None),
+    ]
+    shares, unattributed = attribute_gpu_energy(700.0, 1.0, samples)
+    assert shares == pytest.approx([200.0, 250.0, 250.0], rel=1e-12)
+    assert unattributed == pytest.approx(0.0, abs=1e-9)
 
 
 def test_cpu_split_by_cpu_seconds_over_busy_seconds() -> None:
@@ -175,6 +216,21 @@ def test_cpu_split_clamps_when_processes_exceed_busy_time() -> None:
     shares, unattributed = attribute_cpu_energy(90.0, [2.0, 1.0], 2.5)
     assert shares == [60.0, 30.0]
     assert unattributed == 0.0
+
+
+def test_cpu_tiny_process_on_an_idle_package_pays_only_for_its_activity() -> None:
+    # The reviewed case: an idle 220 W node, a process using 10 ms of the 12 ms busy CPU time in 1 s.
+    # Split whole, it was charged 220 x 10/12 = 183 J for one second. With the idle power (219 W,
+    # learned or configured) kept apart, it pays for its share of the 1 W of activity.
+    shares, unattributed = attribute_cpu_energy(220.0, [0.010], 0.012, idle_j=219.0)
+    assert shares == pytest.approx([1.0 * 10 / 12], rel=1e-12)
+    assert unattributed == pytest.approx(220.0 - 10 / 12, rel=1e-12)
+    spread, _ = attribute_cpu_energy(220.0, [0.010], 0.012, idle_j=219.0, spread_idle=True)
+    assert spread == pytest.approx([220.0 * 10 / 12], rel=1e-12)
+
+
+def test_cpu_idle_above_the_energy_leaves_processes_nothing() -> None:
+    assert attribute_cpu_energy(50.0, [1.0], 1.0, idle_j=80.0) == ([0.0], 50.0)
 
 
 def test_cpu_idle_machine_is_all_unattributed() -> None:
@@ -213,3 +269,126 @@ def test_idle_learner_low_percentile_of_idle_samples_only() -> None:
         learner.observe(float(watts), has_processes=False)
     assert learner.samples == 100
     assert learner.value == 76.0
+
+
+def test_cpu_idle_policy_validates_and_picks_the_domain_kind() -> None:
+    policy = CpuIdlePolicy(package_watts=35.0, dram_watts=4.0)
+    assert policy.configured_watts("package-0") == 35.0
+    assert policy.configured_watts("package-1-dram") == 4.0
+    assert CpuIdlePolicy().configured_watts("package-0") is None
+    with pytest.raises(ValueError, match="unknown CPU idle mode"):
+        CpuIdlePolicy(mode="pooled")
+    with pytest.raises(ValueError, match="idle watts"):
+        CpuIdlePolicy(dram_watts=-1.0)
+
+
+def test_cpu_idle_learner_on_a_mostly_idle_node_takes_a_low_percentile() -> None:
+    learner = CpuIdleLearner(window=100, min_fit=20)
+    assert learner.value is None
+    for k in range(100):
+        u = 0.001 * (k % 5)  # next to nothing runs
+        learner.observe(u, 200.0 + 100.0 * u)
+    assert learner.value == pytest.approx(200.0, abs=0.2)
+
+
+def test_cpu_idle_learner_fits_below_a_load_that_never_stops() -> None:
+    learner = CpuIdleLearner(window=400, min_fit=60)
+    for k in range(400):
+        u = 0.3 + 0.5 * ((k * 37) % 100) / 100  # 30% to 80% busy, never idle
+        learner.observe(u, 60.0 + 140.0 * u)
+    # The lowest power seen is 102 W; the line through the points says 60 W at rest.
+    assert learner.value == pytest.approx(60.0, rel=1e-6)
+
+
+def test_cpu_idle_learner_steady_load_errs_towards_node_level() -> None:
+    learner = CpuIdleLearner(window=100, min_fit=20)
+    for _ in range(100):
+        learner.observe(0.5, 130.0)
+    # Nothing tells idle from load here: the whole power counts as idle (processes are not
+    # over-charged; configure the idle watts for such nodes).
+    assert learner.value == 130.0
+    learner.observe(math.nan, 10.0)
+    learner.observe(0.1, -5.0)
+    assert learner.samples == 100
+
+
+def test_cpu_idle_learner_window_slides() -> None:
+    learner = CpuIdleLearner(window=50, min_fit=10)
+    for _ in range(50):
+        learner.observe(0.0, 300.0)
+    for _ in range(50):
+        learner.observe(0.0, 100.0)
+    assert learner.samples == 50
+    assert learner.value == 100.0
+
+
+OFFSET_US = 7_000_000_000  # NVML's clock = ours + this (they only ever differ by a constant here)
+
+
+def _ts(t: float) -> int:
+    return round(t * 1e6) + OFFSET_US
+
+
+def test_window_learns_nvml_sampling_period_from_its_timestamps() -> None:
+    window = UtilisationWindow()
+    assert window.period_s == 1.0  # assumed until NVML's timestamps show it
+    for k in range(1, 12):  # we read every 1 s; the driver samples every 0.2 s, one process a moment
+        window.update(float(k), {7: (0.6, _ts(k - 0.2)), 8: (0.4, _ts(k - 0.4))})
+    assert window.period_s == pytest.approx(0.2)
+    slow = UtilisationWindow()
+    for k in range(5):
+        slow.update(60.0 * k, {7: (0.5, _ts(60.0 * k))})
+    assert slow.period_s == MAX_NVML_SAMPLE_PERIOD_S
+    assert UtilisationWindow(period_s=0.5).period_s == 0.5
+    with pytest.raises(ValueError, match="sample period"):
+        UtilisationWindow(period_s=0.0)
+    with pytest.raises(ValueError, match="sample period"):
+        UtilisationWindow(period_s=60.0)
+
+
+def test_window_judges_every_process_over_the_same_stretch_up_to_nvml_newest_moment() -> None:
+    # NVML samples every 0.5 s; we read every 1 s, 10 ms after a sampling moment, so each read brings
+    # the mean over the second before it. Process 1 is busy 80% until t=10 and 20% after, process 2
+    # the reverse; process 3 holds the GPU idle and never shows up.
+    window = UtilisationWindow(period_s=0.5)
+    assert window.utilisation(0.0, [1, 2, 3]) == [None, None, None]  # nobody ever had a sample
+    for k in range(1, 15):
+        before = k <= 10
+        window.update(
+            float(k) + 0.01, {1: (0.8 if before else 0.2, _ts(k)), 2: (0.2 if before else 0.8, _ts(k))}
+        )
+        utils = window.utilisation(float(k) + 0.01, [1, 2, 3])
+        # Interval (k - 1, k] maps onto (k - 1, k] of NVML's clock: the second the read reported on
+        # (the first one reaches back before NVML's first sample).
+        if k > 1:
+            assert utils == pytest.approx([0.8, 0.2, 0.0] if before else [0.2, 0.8, 0.0])
+    # A read without process 2: it was idle over that second.
+    window.update(15.01, {1: (0.6, _ts(15))})
+    assert window.utilisation(15.01, [1, 2, 3]) == pytest.approx([0.6, 0.0, 0.0])
+    # A read that finds nothing new (NOT_FOUND) 1.6 s on: the moments at 15.5 and 16 passed without a
+    # sample, so everyone was idle there.
+    window.update(16.61, {})
+    assert window.utilisation(16.61, [1, 2, 3]) == pytest.approx(
+        [0.6, 0.0, 0.0]
+    )  # idle: whoever computed last
+    window.update(17.01, {1: (0.4, _ts(17)), 2: (0.4, _ts(17))})
+    # (16.0, 17.0]: the moment at 16.5 was idle, and the read covers (15, 17] with these means.
+    assert window.utilisation(17.01, [1, 2, 3]) == pytest.approx([0.4, 0.4, 0.0])
+
+
+def test_window_idle_stretch_follows_who_computed_last_and_forgets_old_use() -> None:
+    window = UtilisationWindow(period_s=1.0)
+    for k in range(1, 21):
+        window.update(float(k), {1: (0.6, _ts(k)), 2: (0.2, _ts(k))})
+    for k in range(21, 27):  # both stop: nothing new from NVML (NOT_FOUND)
+        window.update(float(k), {})
+        # Nobody computed in the stretch: the idle energy follows the last read that showed them busy.
+        assert window.utilisation(float(k), [1, 2, 3]) == pytest.approx([0.6, 0.2, 0.0])
+    for k in range(27, 27 + IDLE_MEMORY_PERIODS + 3):  # process 1 computes again, now and then
+        window.update(float(k), {1: (0.5, _ts(k))} if k % 4 == 0 else {})
+        utils = window.utilisation(float(k), [1, 2, 3])
+    # Process 2 computed too long ago to pay for idling any more.
+    assert utils[1:] == [0.0, 0.0]
+    window.update(50.0, {1: (0.1, _ts(3.5))})  # older than what we have: not new, not counted
+    window.forget([2])
+    assert window.utilisation(50.0, [1, 2]) == pytest.approx([0.0, 0.2])  # 1 forgotten: starts afresh

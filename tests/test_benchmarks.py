@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks import accuracy, overhead, report, scale
+from benchmarks import accuracy, overhead, report, scale, sharing
 from benchmarks.fakes import build_rig
 from benchmarks.stats import percentile
 from exporter.exposition import render_text
@@ -137,6 +137,59 @@ def test_overhead_run_measures_exporter_and_node_exporter() -> None:
     assert ours.series > 20 and node.series > 20
     assert ours.scrape_ms is not None and node.scrape_ms is not None
     assert ours.cpu_percent >= 0.0
+
+
+def test_sharing_truth_is_the_simulated_gpu_not_the_estimate() -> None:
+    # Two processes taking turns every 0.5 s at equal power: exactly half each, whatever NVML says.
+    sc = sharing.Scenario(
+        "time-slicing",
+        "turns",
+        (sharing.Job(101, "A", 0.5, 1.0), sharing.Job(102, "B", 0.5, 1.0, 0.5)),
+        idle_w=100.0,
+    )
+    a, b = sharing.run_scenario(sc, 20.0)
+    assert a.truth_j == pytest.approx(b.truth_j, rel=1e-9)
+    assert a.truth_j + b.truth_j == pytest.approx((100.0 + 300.0) * 20.0, rel=1e-9)
+    # MIG truth follows the instance's activity; the exporter cannot see it (NVML has none per instance).
+    (mig,) = sharing.run_scenario(
+        sharing.Scenario("MIG", "half busy", (sharing.Job(101, "2g", 0.5, 2.0, instance=(2, 28)),)), 20.0
+    )
+    share = 28 / 98
+    busy_w, idle_w = 80.0 + 300.0 * share, 80.0  # half the time each
+    assert mig.measured_share == pytest.approx(share, rel=1e-9)
+    # Busy seconds x its share of the board, out of all the energy (up to the +-50 ms jitter of the
+    # interval edges against the 1 s half-cycles).
+    assert mig.truth_share == pytest.approx(share * busy_w / (busy_w + idle_w), rel=0.05)
+    assert mig.error_pct is not None and mig.error_pct > 40
+
+
+def test_sharing_errors_run_through_nvml_source_and_meet_the_time_slicing_bounds() -> None:
+    results = sharing.run(quick=True)
+    by = {(r.scenario, r.process): r for r in results}
+    timed = [r for r in results if r.holds is not None]
+    assert len(timed) >= 24
+    # The 2 s sampling case of the issue: 90/10, not the 70/30 an equal split on NOT_FOUND gave.
+    sparse = by[("90/10, NVML samples every 2 s (sparse)", "A 90%")]
+    assert sparse.measured_share == pytest.approx(0.9, abs=0.01)
+    assert by[("idle process holding the GPU", "holder (idle)")].measured_share < 0.01
+    # NVML sampling every 200 ms, as the H200 did: within 5% per process even in the 2-minute quick
+    # run (the full run's figures are in docs/attribution.md). Slower sampling and random draws
+    # leave fewer or noisier samples to go by in two minutes: within 25%.
+    for r in timed:
+        assert r.error_pct is None or abs(r.error_pct) < 25.0, r
+    for name in ("2 processes, duty 90% and 30%", "4 processes, duty 80/50/25/10%"):
+        for r in results:
+            if r.scenario == name:
+                assert r.holds, r
+    # MIG: a seventh of the board at most; MPS clients on equal SM shares split by what NVML saw.
+    assert by[("one busy job on one of seven 1g slices", "1g job 100%")].measured_share == pytest.approx(
+        1 / 7
+    )
+    mps = by[("clients sampled, same SM footprint, duty 80% and 40%", "A 80%")]
+    assert mps.error_pct is not None and abs(mps.error_pct) < 5.0
+    text = report.render([], [], [], "test", "a machine", sharing=results)
+    assert "## Attribution error per GPU sharing mode" in text
+    assert "time-slicing attribution error per process < 5%" in text
 
 
 def test_500_budgets_render_to_one_rule_each_and_fit_a_prometheusrule() -> None:

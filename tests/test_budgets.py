@@ -73,6 +73,7 @@ def test_scope_picks_the_emissions_metrics() -> None:
     assert emissions_metrics(()) == (
         "footprint_gpu_emissions_grams_total",
         "footprint_cpu_emissions_grams_total",
+        "footprint_node_unmetered_emissions_grams_total",
     )
     assert emissions_metrics(parse_selector('{node="a"}')) == emissions_metrics(())
     assert emissions_metrics(parse_selector('{user="alice"}')) == (
@@ -209,7 +210,9 @@ def test_equality_selectors_on_a_recorded_level_are_joined_as_data(
         (
             '{job="gpu"}',
             '(sum(rate(footprint_gpu_emissions_grams_total{job="gpu"}[5m])) or vector(0)) + '
-            '(sum(rate(footprint_cpu_emissions_grams_total{job="gpu"}[5m])) or vector(0))',
+            '(sum(rate(footprint_cpu_emissions_grams_total{job="gpu"}[5m])) or vector(0)) + '
+            # Node scopes add the node's unmetered part (absent without a node source).
+            '(sum(rate(footprint_node_unmetered_emissions_grams_total{job="gpu"}[5m])) or vector(0))',
         ),
         (
             '{slurm_job_id=""}',
@@ -257,7 +260,7 @@ def test_unjoinable_selectors_add_a_term_to_one_rate_rule_not_a_rule() -> None:
     rates = [r for r in rules if r.get("record") == "footprint:budget_emissions_grams:rate5m"]
     assert len(rates) == 1
     for i in range(3):
-        assert f'{{budget="b{i}"}}' in rates[0]["expr"]
+        assert f'"budget", "b{i}", "", "")' in rates[0]["expr"]
 
 
 def test_definition_series_carry_the_join_keys_and_user_labels() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from exporter.carbon.config import parse_carbon_config
 from exporter.errors import ConfigError
@@ -14,7 +17,7 @@ def test_defaults_without_a_section() -> None:
         "WORLD",
         1.0,
         None,
-        3600.0,
+        10800.0,
         (),
     )
     assert config.embodied.enabled and config.embodied.default_life_years == 5.0
@@ -132,3 +135,28 @@ def test_missing_secret_variable_is_not_a_config_error() -> None:
         {"providers": [{"type": "electricitymaps", "token_env": "SURELY_NOT_SET_X1"}]}
     )
     assert config.providers[0].token_env == "SURELY_NOT_SET_X1"
+
+
+def test_the_configuration_reference_example_parses() -> None:
+    """The YAML of docs/carbon.md "Configuration reference" is a valid configuration, as documented."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "carbon.md").read_text(encoding="utf-8")
+    block = page.split("## Configuration reference", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    config = parse_carbon_config(yaml.safe_load(block)["carbon"])
+    assert (config.basis, config.marginal_basis, config.max_age) == ("lifecycle", "direct", 10800.0)
+    assert (config.plausible_min, config.plausible_max) == (0.0, 2000.0)
+    assert config.market is not None and [i.name for i in config.market.instruments] == [
+        "wind-ppa",
+        "solar-ppa",
+    ]
+    assert config.market.instruments[0].year == "2026" and config.market.basis == "direct"
+    assert config.providers[0].basis == "lifecycle"  # Electricity Maps follows carbon.basis
+
+
+def test_the_fleet_examples_parse() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "carbon.md").read_text(encoding="utf-8")
+    section = page.split("## One fetch per zone for a fleet", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml")[1:]]
+    central, node = (parse_carbon_config(yaml.safe_load(b)["carbon"]) for b in blocks)
+    assert [p.type for p in central.providers] == ["electricitymaps"]
+    (relay,) = node.providers
+    assert (relay.type, relay.refresh, relay.zone, relay.basis) == ("central", 60.0, "DE", "")

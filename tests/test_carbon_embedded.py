@@ -86,10 +86,25 @@ def test_table_covers_countries_and_regions_with_source_and_year() -> None:
     table = embedded.table()
     assert len(table) >= 150
     for zone in MUST_HAVE:
-        assert zone in table, zone
-    for row in table.values():
+        assert (zone, "lifecycle") in table, zone
+    for (zone, basis), row in table.items():
         assert 0 < row.grams_per_kwh < 1500, row
         assert row.year.isdigit() and row.source and row.name
+        # Every row states its basis, and says it in its source too, so the two cannot disagree.
+        assert (row.zone, row.basis) == (zone, basis) and basis in ("lifecycle", "direct")
+        assert basis == "direct" or "lifecycle" in row.source
+
+
+def test_direct_rows_are_their_own_figures() -> None:
+    gb = embedded.lookup("GB", "direct")
+    us = embedded.lookup("US", "direct")
+    assert gb is not None and us is not None
+    # DESNZ 2023 UK factor 0.20707 kg CO2e/kWh; EIA 2022: 1,650 Mt CO2 / 4,230,672 GWh.
+    assert (gb.grams_per_kwh, gb.year, gb.basis) == (207.07, "2023", "direct") and "DESNZ" in gb.source
+    assert us.grams_per_kwh == round(1650e12 / 4230672e6) and us.year == "2022" and "EIA" in us.source
+    # The lifecycle row of the same zone is untouched: the two bases are never one series.
+    assert embedded.lookup("GB") is not None and embedded.lookup("GB").grams_per_kwh == 238  # type: ignore[union-attr]
+    assert embedded.lookup("DE", "direct") is None and embedded.knows("DE") and not embedded.knows("XX")
 
 
 def test_lookup_is_case_insensitive_and_unknown_is_none() -> None:
@@ -98,12 +113,19 @@ def test_lookup_is_case_insensitive_and_unknown_is_none() -> None:
 
 
 def test_bad_tables_are_refused() -> None:
-    header = "zone,name,grams_per_kwh,year,source\n"
-    assert embedded.parse_table(header + "DE,Germany,381,2023,Ember\n")["DE"].grams_per_kwh == 381.0
+    header = "zone,name,grams_per_kwh,year,basis,source\n"
+    table = embedded.parse_table(
+        header + "DE,Germany,381,2023,lifecycle,Ember\nDE,Germany,350,2023,direct,X\n"
+    )
+    assert (
+        table[("DE", "lifecycle")].grams_per_kwh == 381.0 and table[("DE", "direct")].grams_per_kwh == 350.0
+    )
     for bad in (
-        "DE,Germany,lots,2023,Ember\n",
-        "DE,Germany,-1,2023,Ember\n",
-        "DE,Germany,381,2023,Ember\nde,Germany,381,2023,Ember\n",
+        "DE,Germany,lots,2023,lifecycle,Ember\n",
+        "DE,Germany,-1,2023,lifecycle,Ember\n",
+        "DE,Germany,381,2023,lifecycle,Ember\nde,Germany,381,2023,lifecycle,Ember\n",
+        "DE,Germany,381,2023,combustion,Ember\n",
+        "DE,Germany,381,2023\n",
     ):
         with pytest.raises(ValueError, match="line"):
             embedded.parse_table(header + bad)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-from carbon_servers import NOW, Clock, FakeApi, Reply, em_latest, uk_fw24h, uk_intensity, wt_forecast
+from carbon_servers import NOW, Clock, FakeApi, Reply, em_latest, iso, uk_fw24h, uk_intensity, wt_forecast
 
 from exporter.carbon.accounting import operational_grams
 from exporter.carbon.config import parse_carbon_config
@@ -88,10 +88,10 @@ def test_chain_ends_at_embedded_table(api: FakeApi, session: requests.Session) -
     assert not svc.has_marginal and svc.segments("marginal", NOW - 1, NOW) == []
 
 
-def test_last_good_value_kept_until_max_age(api: FakeApi, session: requests.Session) -> None:
-    clock = Clock()
+def test_last_good_value_kept_until_its_data_is_max_age_old(api: FakeApi, session: requests.Session) -> None:
+    clock = Clock()  # 10:05; the value describes the hour from 10:00
     api.script(EM_PATH, Reply(body=em_latest(300.5)), Reply(500, "down"))
-    svc = service([em_entry(api, refresh="1m")], session, clock, max_age="10m")
+    svc = service([em_entry(api, refresh="1m")], session, clock, max_age="20m")
     svc.refresh_now()
     assert (average(svc).provider, average(svc).grams_per_kwh) == ("electricitymaps", 300.5)
     clock.now += 9 * 60
@@ -99,12 +99,13 @@ def test_last_good_value_kept_until_max_age(api: FakeApi, session: requests.Sess
     em = state(svc, "electricitymaps")
     assert not em.up and em.errors_total == {"http_5xx": 1}
     now = average(svc)
-    assert (now.provider, now.grams_per_kwh, now.age_s) == ("electricitymaps", 300.5, pytest.approx(540.0))
-    clock.now = NOW + 10 * 60 + 1
+    # The age counts from the data's own 10:00, not from the fetch at 10:05.
+    assert (now.provider, now.grams_per_kwh, now.age_s) == ("electricitymaps", 300.5, pytest.approx(840.0))
+    clock.now = NOW + 15 * 60 + 1  # 10:20:01: the 10:00 value is now more than 20 minutes old
     now = average(svc)
     assert (now.provider, now.grams_per_kwh) == ("embedded", 381.0)
-    # The history says what was in use when: 300.5 up to the expiry noticed at +601 s, then 381.
-    assert svc.segments("average", NOW + 590, NOW + 610) == [(11.0, 300.5), (9.0, 381.0)]
+    # The history says what was in use when: 300.5 up to the expiry noticed at +901 s, then 381.
+    assert svc.segments("average", NOW + 890, NOW + 910) == [(11.0, 300.5), (9.0, 381.0)]
 
 
 def test_retry_after_is_honoured(api: FakeApi, session: requests.Session) -> None:
@@ -218,7 +219,10 @@ def test_forecast_minimum_over_next_24h(api: FakeApi, session: requests.Session)
             )
         ),
     )
-    svc = service([{"type": "ukgrid", "url": api.url, "retries": 0}], session, clock, zone="GB")
+    # The GB API serves direct (generation-only) factors: it is used only by a direct-basis chain.
+    svc = service(
+        [{"type": "ukgrid", "url": api.url, "retries": 0}], session, clock, zone="GB", basis="direct"
+    )
     svc.refresh_now()
     (forecast,) = svc.forecasts()
     assert (forecast.provider, forecast.zone, forecast.signal) == ("ukgrid", "GB", "average")
@@ -228,7 +232,7 @@ def test_forecast_minimum_over_next_24h(api: FakeApi, session: requests.Session)
 
 
 def test_background_thread_refreshes_and_stops(api: FakeApi, session: requests.Session) -> None:
-    api.script(EM_PATH, Reply(body=em_latest(123.5)))
+    api.script(EM_PATH, Reply(body=em_latest(123.5, when=iso(time.time() - 600))))
     svc = CarbonService(parse_carbon_config({"zone": "DE", "providers": [em_entry(api)]}), session=session)
     svc.start()
     try:
@@ -238,7 +242,7 @@ def test_background_thread_refreshes_and_stops(api: FakeApi, session: requests.S
         assert average(svc).grams_per_kwh == 123.5 and state(svc, "electricitymaps").up
     finally:
         svc.stop()
-    assert svc._thread is None
+    assert svc._threads == []
 
 
 def test_secrets_never_logged(

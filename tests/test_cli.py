@@ -185,8 +185,8 @@ def test_corrupt_state_file_is_set_aside(tmp_path: Path) -> None:
     assert code == 0
     aside = list(tmp_path.glob("state.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_text() == "{not json"
-    assert "unusable" in err and "moved it to" in err
-    assert json.loads(state.read_text())["version"] == 1  # a good state was written at shutdown
+    assert "unusable" in err and "moved to" in err and "level=warning" in err
+    assert json.loads(state.read_text())["version"] == 2  # a good state was written at shutdown
 
 
 def test_replay_source_serves_the_trace(tmp_path: Path) -> None:
@@ -242,3 +242,49 @@ def test_replay_source_serves_the_trace(tmp_path: Path) -> None:
         assert {dict(k)["comm"] for k in procs} == {"python"}
     finally:
         exp.stop()
+
+
+def test_gpus_on_the_pci_bus_come_from_path_sysfs_and_a_directory_state_path_is_reported(
+    tmp_path: Path,
+) -> None:
+    sysfs = tmp_path / "sys"
+    for address, cls in (
+        ("0000:00:06.0", "0x030200"),
+        ("0000:00:07.0", "0x030200"),
+        ("0000:00:08.0", "0x040300"),
+    ):
+        device = sysfs / "bus" / "pci" / "devices" / address
+        device.mkdir(parents=True)
+        (device / "vendor").write_text("0x10de\n")  # as an H200 shows it: class 0x030200, driver nvidia
+        (device / "class").write_text(cls + "\n")
+        (sysfs / "bus" / "pci" / "drivers" / "nvidia").mkdir(parents=True, exist_ok=True)
+        (device / "driver").symlink_to(sysfs / "bus" / "pci" / "drivers" / "nvidia")
+    state_dir = tmp_path / "state.json"
+    state_dir.mkdir()
+    exp = start_exporter(
+        [
+            "--source.gpu=simulated",
+            "--source.gpu.simulated.count=1",
+            "--source.cpu=none",
+            "--sample.interval=100ms",
+            f"--path.sysfs={sysfs}",
+            f"--state.file={state_dir}",
+        ]
+    )
+    try:
+        samples = wait_for(
+            lambda: (s := parse(exp.metrics())) and select(s, "footprint_gpu_pci_devices") and s
+        )
+        assert select(samples, "footprint_gpu_pci_devices") == {frozenset({("driver", "nvidia")}): 2.0}
+        assert list(select(samples, "footprint_state_restore_info")) == [
+            frozenset({("result", "unreadable")})
+        ]
+    finally:
+        code, log = exp.stop()
+    assert code == 0 and state_dir.is_dir()
+    line = next(x for x in log.splitlines() if "level=error" in x and "state.file" in x)
+    assert str(state_dir) in line and "is a directory" in line
+    # The save at shutdown fails too, and says why.
+    assert any(
+        "cannot save state" in x and "err=" not in x and "Is a directory" in x for x in log.splitlines()
+    )

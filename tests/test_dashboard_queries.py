@@ -18,7 +18,10 @@ from carbon_servers import FakeApi, Reply, uk_fw24h, uk_intensity
 
 from exporter import budgets
 from exporter.sources.simulated import SimulatedGpuSource
+from exporter.workload import parse_cgroup
 from tests.exporter_proc import ExporterProcess, start_exporter
+from tests.fake_inference import FakeInferenceServer, Traffic
+from tests.fake_redfish import FakeBmc, Profile, dmtf_modern
 from tests.prom_procs import prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,16 +49,34 @@ FOREIGN_ALERTS = {
 pytestmark = pytest.mark.integration
 
 
-def seed_with_every_identity() -> int:
-    """A simulation seed whose first processes include a Kubernetes pod, a Slurm job and a plain process.
+@dataclass(frozen=True)
+class Fleet:
+    seed: int
+    pod: str  # a simulated pod that holds its GPU for the whole test: the fake vLLM server's pod
+    namespace: str
+
+
+def seed_with_every_identity() -> Fleet:
+    """A simulation seed whose first processes include a Kubernetes pod, a Slurm job and a plain process,
+    and one of whose pods holds its GPU for the first 300 s (long enough for every query to have data).
 
     Each value of the simulated fleet is a function of the seed and time, so this is found, not hoped for.
     """
     for seed in range(500):
-        cgroups = [p.cgroup or "" for r in SimulatedGpuSource(4, seed).read(0.0) for p in r.processes or ()]
-        if any("slurm" in c for c in cgroups) and any("kubepods" in c for c in cgroups):
-            return seed
-    raise AssertionError("no simulation seed starts with both a pod and a Slurm job")
+        source = SimulatedGpuSource(4, seed)
+        first = source.read(0.0)
+        cgroups = [p.cgroup or "" for r in first for p in r.processes or ()]
+        if not (any("slurm" in c for c in cgroups) and any("kubepods" in c for c in cgroups)):
+            continue
+        held = {
+            (r.index, p.cgroup) for r in first for p in r.processes or () if "kubepods" in (p.cgroup or "")
+        }
+        for t in range(30, 301, 30):
+            held &= {(r.index, p.cgroup) for r in source.read(float(t)) for p in r.processes or ()}
+        for _, cgroup in sorted(held, key=str):
+            name, namespace = source.pods()[parse_cgroup(cgroup or "").pod_uid]
+            return Fleet(seed, name, namespace)
+    raise AssertionError("no simulation seed starts with both a pod and a Slurm job and keeps a pod 300 s")
 
 
 def uk_forecast_points() -> list[tuple[str, str, float]]:
@@ -74,39 +95,65 @@ def uk_forecast_points() -> list[tuple[str, str, float]]:
 class Stack:
     prometheus: str  # base URL
     instance: str  # the exporter's instance label
+    inference_pod: str  # namespace/pod of the fake vLLM server
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("dashboard-queries")
     api = FakeApi()
+    # A BMC reading 8 kW for the node: more than four simulated H100s and the CPUs, so the node panels
+    # have an unmetered part to show.
+    bmc = FakeBmc(tmp, Profile(base_w=8000.0))
+    dmtf_modern(bmc)
     exporter: ExporterProcess | None = None
+    fleet = seed_with_every_identity()
+    # An inference server in one of the simulated pods, for the inference efficiency panels.
+    vllm = FakeInferenceServer("vllm", Traffic("meta-llama/Llama-3.1-8B-Instruct", 4.0, 800, 200))
     try:
-        api.script("/intensity", Reply(body=uk_intensity(forecast=210, actual=None)))
+        api.script("/intensity", Reply(body=uk_intensity(forecast=210, actual=None, start=time.time())))
         api.script("/intensity/*", Reply(body=uk_fw24h(uk_forecast_points())))
-        # ukgrid (average, with forecast), a static marginal signal and a WUE: every carbon panel has data.
+        # ukgrid (average, direct basis, with forecast), a static marginal signal, a WUE and a market
+        # block: every carbon panel has data. Electricity Maps configured on the other basis is skipped
+        # (never asked), which the provider-error panel shows.
         config = {
             "carbon": {
                 "zone": "GB",
+                "basis": "direct",
                 "pue": 1.2,
                 "wue": 1.8,
                 "providers": [
+                    {
+                        "type": "electricitymaps",
+                        "url": api.url,
+                        "token_env": "UNUSED_EM_TOKEN",
+                        "emission_factor_type": "lifecycle",
+                    },
                     {"type": "ukgrid", "url": api.url, "refresh": "1m"},
                     {"type": "static", "grams_per_kwh": 420, "signal": "marginal"},
                 ],
+                "market": {
+                    "instruments": [{"name": "wind-ppa", "share": 0.6, "grams_per_kwh": 0}],
+                    "residual_grams_per_kwh": 400,
+                },
             }
         }
         (tmp / "exporter.yml").write_text(yaml.safe_dump(config))
         exporter = start_exporter(
             [
                 "--source.gpu=simulated",
-                f"--source.gpu.simulated.seed={seed_with_every_identity()}",
+                f"--source.gpu.simulated.seed={fleet.seed}",
                 "--source.cpu=estimated",
                 "--sample.interval=250ms",
                 f"--config.file={tmp / 'exporter.yml'}",
                 f"--state.file={tmp / 'state.json'}",
                 "--state.interval=1s",
+                "--source.node=redfish",
+                f"--source.node.redfish.url={bmc.url}",
+                f"--source.node.redfish.ca-file={bmc.ca_file}",
+                "--source.node.interval=1s",
             ],
+            env={"FOOTPRINT_REDFISH_USERNAME": bmc.username, "FOOTPRINT_REDFISH_PASSWORD": bmc.password},
             wait=60,
         )
 
@@ -133,16 +180,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     "job_name": "footprint",
                     # As an external or target label would on a store several clusters write to.
                     "static_configs": [{"targets": [exporter.instance], "labels": {"cluster": CLUSTER}}],
-                }
+                },
+                {
+                    # What a PodMonitor gives the server's series: its pod's namespace and name (and
+                    # the cluster, as the store's external label would).
+                    "job_name": "vllm",
+                    "static_configs": [
+                        {
+                            "targets": [vllm.target],
+                            "labels": {"namespace": fleet.namespace, "pod": fleet.pod, "cluster": CLUSTER},
+                        }
+                    ],
+                },
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
         with prometheus(tmp / "prometheus.yml", tmp / "prom") as prom:
-            yield Stack(prom.url, exporter.instance)
+            yield Stack(prom.url, exporter.instance, f"{fleet.namespace}/{fleet.pod}")
     finally:
         if exporter is not None:
             exporter.stop()
+        vllm.close()
         api.close()
+        bmc.close()
 
 
 def expand(expr: str, instance: str) -> str:
@@ -270,13 +330,46 @@ def test_carbon_panels_show_what_the_providers_said(stack: Stack) -> None:
     assert water > 0
 
 
-def test_fleet_power_is_gpu_plus_cpu(stack: Stack) -> None:
+def test_fleet_power_is_the_node_input_power_where_a_bmc_reads_it(stack: Stack) -> None:
     (total,) = panel_value(stack, "Footprint / Fleet overview", "Power now").values()
+    assert total == 8000.0  # the fake BMC's reading, not GPU + CPU
     _, gpus = query(stack, f'sum(footprint_gpu_power_watts{{instance="{stack.instance}"}})', True)
     _, cpus = query(stack, f'sum(footprint_cpu_power_watts{{instance="{stack.instance}"}})', True)
-    # Same instant, same scraped samples: the panel's sum is exactly the two parts.
-    assert total == pytest.approx(float(gpus[0]["value"][1]) + float(cpus[0]["value"][1]), rel=1e-9)
-    assert 4 * 60 < total < 4 * 700 + 2000  # four simulated H100s between idle and their limit, plus CPUs
+    components = float(gpus[0]["value"][1]) + float(cpus[0]["value"][1])
+    assert (
+        4 * 60 < components < 4 * 700 + 2000
+    )  # four simulated H100s between idle and their limit, plus CPUs
+    # The node panel's unmetered part is what the components leave of the BMC's 8 kW.
+    unmetered = panel_value(stack, "Footprint / Node and GPU", "Unmetered share of node energy")
+    assert 0.5 < unmetered[f"instance={stack.instance}"] < 1.0
+
+
+def test_inference_panels_join_the_fake_servers_pod(stack: Stack) -> None:
+    namespace, pod = stack.inference_pod.split("/")
+    deadline = time.monotonic() + 60
+    while True:
+        energy = panel_value(stack, "Footprint / Workloads", "Inference: energy per 1,000 generated tokens")
+        if energy or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    # One series, for the server's pod and model, joined with the simulated pod's GPU energy (its exact
+    # value against a known truth is tests/test_inference.py's job).
+    ((labels, joules),) = energy.items()
+    assert labels == (
+        f"cluster={CLUSTER},model_name=meta-llama/Llama-3.1-8B-Instruct,namespace={namespace},pod={pod}"
+    )
+    # The panel divides the pod's attributed GPU energy by its generated tokens over 5 minutes: at most
+    # each GPU the pod held at its 700 W limit, over the token rate Prometheus sees for the server
+    # (800 tokens/s once the window is full; less while the series is younger than the window).
+    selector = f'namespace="{namespace}",pod="{pod}"'
+    _, gpus = query(
+        stack, f"count(count by (gpu) (footprint_process_gpu_energy_joules_total{{{selector}}}))", True
+    )
+    held = int(float(gpus[0]["value"][1]))
+    _, tokens = query(stack, f"sum(rate(vllm:generation_tokens_total{{{selector}}}[5m]))", True)
+    rate = float(tokens[0]["value"][1])
+    assert 1 <= held <= 4 and 0 < rate <= 800 * 1.05
+    assert 0 < joules < held * 700 / rate * 1000, (joules, held, rate)
 
 
 def test_alerts_firing_counts_ours_only(stack: Stack) -> None:

@@ -247,11 +247,17 @@ def test_every_metric_a_query_reads_exists() -> None:
     assert len(used & measured) >= 0.8 * len(measured), sorted(measured - used)
 
 
+def inference_records() -> set[str]:
+    groups = yaml.safe_load((ROOT / "prometheus" / "rules" / "inference.rules.yml").read_text())["groups"]
+    return {r["record"] for g in groups for r in g["rules"]}
+
+
 # Recorded workload levels are kept per cluster, not per node.
 WORKLOAD_LEVELS = ("namespace:", "slurm_job_id:", "user:", "namespace_pod:")
 
 
 def test_queries_filter_by_the_cluster_and_instance_variables() -> None:
+    inference = inference_records()
     for name, title, expr in all_targets():
         if "ALERTS" in expr:
             assert 'alertname=~"Footprint.+|CarbonBudget.+"' in expr, f"{name}: {title}"
@@ -259,6 +265,10 @@ def test_queries_filter_by_the_cluster_and_instance_variables() -> None:
         assert 'cluster=~"$cluster"' in expr, f"{name}: {title}"
         if "footprint:budget" in expr or any(level in expr for level in WORKLOAD_LEVELS):
             continue  # budgets and workload levels carry no instance label
+        if metric_names(expr) <= inference:
+            # Per pod and per model: the server's pod joined with the exporter's, no instance label left.
+            assert 'namespace=~"$namespace"' in expr or expr.startswith("1000 * model_name:"), title
+            continue
         assert 'instance=~"$instance"' in expr, f"{name}: {title}"
 
 
@@ -309,6 +319,24 @@ def test_alert_list_shows_only_our_alerts() -> None:
     fleet = {p["title"]: p for p in panels_of(load_dashboards()["fleet-overview.json"])}
     options = fleet["Firing alerts"]["options"]
     assert options["alertInstanceLabelFilter"] == '{alertname=~"Footprint.+|CarbonBudget.+"}'
+
+
+def test_workloads_show_inference_efficiency_beside_tokens_per_second() -> None:
+    panels = panels_of(load_dashboards()["workloads.json"])
+    by_title = {p["title"]: p for p in panels}
+    energy = by_title["Inference: energy per 1,000 generated tokens"]
+    tokens = by_title["Inference: generated tokens per second"]
+    # Side by side on one row, energy per 1,000 tokens from the recorded per-model rule.
+    assert energy["gridPos"]["y"] == tokens["gridPos"]["y"]
+    assert energy["gridPos"]["x"] + energy["gridPos"]["w"] == tokens["gridPos"]["x"]
+    assert energy["targets"][0]["expr"].startswith(
+        "1000 * namespace_pod_model_name:footprint_joules_per_token:"
+    )
+    assert "{{pod}}" in energy["targets"][0]["legendFormat"]
+    assert "{{model_name}}" in energy["targets"][0]["legendFormat"]
+    assert "namespace_pod_model_name:footprint_grams_per_token:rate5m" in str(
+        by_title["Inference: CO2e per 1,000 generated tokens"]["targets"]
+    )
 
 
 def test_fleet_overview_answers_the_headline_questions() -> None:

@@ -225,52 +225,243 @@ def test_unknown_error_takes_that_gpu_down() -> None:
     assert source.errors() == {"unknown": 1, "timeout": 1}
 
 
-def test_sm_util_averages_only_samples_newer_than_the_last_read() -> None:
+def _handle(nvml: FakeNvml) -> object:
+    nvml.nvmlInit()
+    return nvml.nvmlDeviceGetHandleByIndex(0)
+
+
+def test_fake_answers_process_utilisation_as_nvml_documents_and_as_a_real_h200_did() -> None:
+    # The fake itself: one structure per process, only samples newer than the timestamp, idle
+    # processes absent, NOT_FOUND when nothing is new; several sampling moments averaged with the
+    # moments a process was not sampled counting as 0; one time-sliced process per moment.
+    a, b = 1001, 1002
+    gpu = FakeGpu(uuid="GPU-f", sample_period_s=2.0, processes=[FakeProcess(a, sm_util=90), FakeProcess(b)])
+    nvml = FakeNvml(gpus=[gpu])
+    handle = _handle(nvml)
+    t0 = nvml.now_us  # a whole multiple of 2 s: the driver samples at t0 + 2 s, t0 + 4 s, ...
+    nvml.advance(1.0)
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nvml.nvmlDeviceGetProcessUtilization(handle, 0)  # the driver has not sampled yet
+    nvml.advance(1.0)
+    (sample,) = nvml.nvmlDeviceGetProcessUtilization(handle, 0)  # b was idle: absent
+    assert (sample.pid, sample.smUtil, sample.timeStamp) == (a, 90, t0 + 2_000_000)
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        nvml.nvmlDeviceGetProcessUtilization(handle, sample.timeStamp)
+    nvml.advance(2.0)
+    gpu.processes[0].sm_util = 30
+    nvml.advance(2.0)
+    # Two moments (90, 30) newer than the timestamp: still one structure, with their mean.
+    (sample,) = nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 2_000_000)
+    assert (sample.pid, sample.smUtil, sample.timeStamp) == (a, 60, t0 + 6_000_000)
+    gpu.processes[0].sm_util, gpu.processes[1].sm_util = 0, 50
+    nvml.advance(2.0)
+    gpu.processes[0].sm_util, gpu.processes[1].sm_util = 80, 0
+    nvml.advance(2.0)
+    by_pid = {x.pid: x for x in nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 6_000_000)}
+    # Each was sampled at one of the two moments: half its value, the other moment counting as 0.
+    assert {pid: x.smUtil for pid, x in by_pid.items()} == {a: 40, b: 25}
+    assert (by_pid[a].timeStamp, by_pid[b].timeStamp) == (t0 + 10_000_000, t0 + 8_000_000)
+    # Time-slicing: at a moment only one of the processes that ran gets a sample, with the GPU's
+    # busy share of the period (the H200 gave 99 to one of three always-busy processes).
+    gpu.processes[0].sm_util, gpu.processes[1].sm_util = 60, 40
+    nvml.advance(2.0)
+    (sample,) = nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 10_000_000)
+    assert (sample.pid in (a, b), sample.smUtil) == (True, 100)
+    # The size query and the read are two calls; a sample in between makes the read fail.
+    gpu.on_size_query = lambda: nvml.add_sample(0, 1003, 50)
+    with pytest.raises(pynvml.NVMLError_InsufficientSize):
+        nvml.nvmlDeviceGetProcessUtilization(handle, t0 + 10_000_000)
+    gpu.mig = [FakeMigInstance(gpu_instance_id=1, multiprocessor_count=16)]
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        nvml.nvmlDeviceGetProcessUtilization(handle, 0)
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        nvml.nvmlDeviceGetUtilizationRates(handle)  # not on MIG-enabled GPUs either (nvml.h)
+
+
+def _read_utils(source: NvmlGpuSource, now: float) -> dict[int, float | None]:
+    (r,) = source.read(now)
+    return {p.pid: p.sm_util for p in r.processes or ()}
+
+
+def test_sparse_samples_still_cover_every_interval() -> None:
+    # NVML samples every 2 s, we read every 1 s: every other read answers NOT_FOUND. Each interval is
+    # judged over a stretch NVML has reported on, so the weights always cover the busy GPU.
+    a, b = 987654301, 987654302
     gpu = FakeGpu(
-        uuid="GPU-u",
-        processes=[FakeProcess(pid=987654301), FakeProcess(pid=987654302), FakeProcess(pid=987654303)],
+        uuid="GPU-s", sample_period_s=2.0, processes=[FakeProcess(a, sm_util=90), FakeProcess(b, sm_util=10)]
     )
     nvml = FakeNvml(gpus=[gpu])
-    t0 = nvml.now_us
-    nvml.add_sample(0, 987654301, 90, at_us=t0 - 2_000_000)
-    nvml.add_sample(0, 987654301, 70, at_us=t0 - 1_000_000)
-    nvml.add_sample(0, 987654302, 20, at_us=t0 - 1_000_000)
     source = NvmlGpuSource(nvml=nvml)
-    (r,) = source.read(0.0)
-    utils = {p.pid: p.sm_util for p in r.processes or ()}
-    assert utils[987654301] == pytest.approx(0.80)
-    assert utils[987654302] == pytest.approx(0.20)
-    assert utils[987654303] == 0.0  # others were sampled, this one was idle
-
-    nvml.advance(1.0)
-    nvml.add_sample(0, 987654301, 10)
-    nvml.add_sample(0, 987654303, 40, at_us=nvml.now_us - 500_000)
-    nvml.add_sample(0, 987654303, 60)
-    # NVML should not return it, but an old sample must not count twice even if it does.
-    nvml.add_sample(0, 987654302, 100, at_us=t0 - 5_000_000)
+    not_found = 0
     original = nvml.nvmlDeviceGetProcessUtilization
-    nvml.nvmlDeviceGetProcessUtilization = lambda handle, ts: original(handle, 0)  # type: ignore[method-assign]
-    (r,) = source.read(1.0)
-    utils = {p.pid: p.sm_util for p in r.processes or ()}
-    assert utils[987654301] == pytest.approx(0.10)
-    assert utils[987654302] == 0.0
-    assert utils[987654303] == pytest.approx(0.50)
+
+    def counting(handle: object, ts: int) -> list[object]:
+        nonlocal not_found
+        try:
+            return original(handle, ts)
+        except pynvml.NVMLError_NotFound:
+            not_found += 1
+            raise
+
+    nvml.nvmlDeviceGetProcessUtilization = counting  # type: ignore[method-assign]
+    for k in range(4):
+        nvml.advance(1.0)
+        source.read(float(k))
+    total = {a: 0.0, b: 0.0}
+    for k in range(4, 204):
+        nvml.advance(1.0)
+        utils = _read_utils(source, float(k))
+        assert sum(u or 0.0 for u in utils.values()) == pytest.approx(1.0)
+        for pid in total:
+            total[pid] += utils[pid] or 0.0
+    assert not_found >= 98
+    # 100 sampling moments, each giving the period to one process: 90/10 to within a moment or so.
+    assert total[a] / (total[a] + total[b]) == pytest.approx(0.9, abs=0.015)
 
 
-def test_no_new_samples_gives_no_sm_util() -> None:
-    gpu = FakeGpu(uuid="GPU-u", processes=[FakeProcess(pid=987654301), FakeProcess(pid=987654302)])
+def test_idle_holder_gets_zero_and_a_process_that_stops_drops_to_zero_within_two_periods() -> None:
+    busy, stops, idle = 987654311, 987654312, 987654313
+    gpu = FakeGpu(
+        uuid="GPU-h",
+        sample_period_s=1.0,
+        processes=[FakeProcess(busy, sm_util=50), FakeProcess(stops, sm_util=50), FakeProcess(idle)],
+    )
     nvml = FakeNvml(gpus=[gpu])
-    nvml.add_sample(0, 987654301, 50)
+    source = NvmlGpuSource(nvml=nvml, nvml_sample_period_s=1.0)
+    seen = {busy: 0.0, stops: 0.0, idle: 0.0}
+    for k in range(100):
+        nvml.advance(1.0)
+        utils = _read_utils(source, float(k))
+        if k >= 4:
+            assert utils[idle] == 0.0
+            for pid in seen:
+                seen[pid] += utils[pid] or 0.0
+    assert seen[busy] == pytest.approx(seen[stops], rel=0.05)
+    gpu.processes[1].sm_util = 0  # it keeps holding the GPU but computes nothing from now on
+    history = []
+    for k in range(100, 107):
+        nvml.advance(1.0)
+        history.append(_read_utils(source, float(k))[stops])
+    # Attribution runs a period behind NVML (so that every process is judged over the same stretch):
+    # it stops counting within two reads, then it is idle like any process NVML leaves out.
+    assert history[-5:] == [0.0] * 5
+
+
+def test_not_found_streak_shares_idle_energy_by_who_computed_last_never_equally() -> None:
+    a, b, newcomer = 987654321, 987654322, 987654323
+    gpu = FakeGpu(
+        uuid="GPU-n", sample_period_s=0.2, processes=[FakeProcess(a, sm_util=80), FakeProcess(b, sm_util=20)]
+    )
+    nvml = FakeNvml(gpus=[gpu])
     source = NvmlGpuSource(nvml=nvml)
-    (r,) = source.read(0.0)
-    assert [p.sm_util for p in r.processes or ()] == [pytest.approx(0.5), 0.0]
+    answers: list[dict[int, float]] = []
+    original = nvml.nvmlDeviceGetProcessUtilization
+
+    def recording(handle: object, ts: int) -> list[object]:
+        result = original(handle, ts)
+        answers.append({int(x.pid): x.smUtil / 100 for x in result})
+        return result
+
+    nvml.nvmlDeviceGetProcessUtilization = recording  # type: ignore[method-assign]
+    for k in range(20):
+        nvml.advance(1.0)
+        source.read(float(k))
+    last_busy = answers[-1]
+    assert set(last_busy) == {a, b}  # five moments a second: both were sampled in the last one
+    for proc in gpu.processes:
+        proc.sm_util = 0  # both idle: NVML answers NOT_FOUND from now on
+    gpu.processes.append(FakeProcess(newcomer))
+    for k in range(20, 60):
+        nvml.advance(1.0)
+        utils = _read_utils(source, float(k))
+        # The GPU's idle energy is shared as the last read that showed them busy shared it; the
+        # newcomer never computed; no equal split.
+        assert utils == {a: pytest.approx(last_busy[a]), b: pytest.approx(last_busy[b]), newcomer: 0.0}
+    assert len(answers) == 20  # NOT_FOUND ever since
+
+
+def test_equal_split_only_while_no_process_ever_had_a_sample() -> None:
+    gpu = FakeGpu(uuid="GPU-e", processes=[FakeProcess(987654331), FakeProcess(987654332)])
+    nvml = FakeNvml(gpus=[gpu])
+    source = NvmlGpuSource(nvml=nvml)
+    for k in range(5):
+        nvml.advance(1.0)
+        assert _read_utils(source, float(k)) == {987654331: None, 987654332: None}
+    gpu.processes[1].sm_util = 40
+    for k in range(5, 9):
+        nvml.advance(1.0)
+        utils = _read_utils(source, float(k))
+    assert utils == {987654331: 0.0, 987654332: pytest.approx(0.4)}
+
+
+def test_samples_arriving_between_size_query_and_read_are_not_lost() -> None:
+    gpu = FakeGpu(uuid="GPU-r", processes=[FakeProcess(p) for p in (987654341, 987654342, 987654343)])
+    nvml = FakeNvml(gpus=[gpu])
+    source = NvmlGpuSource(nvml=nvml)
+    nvml.add_sample(0, 987654341, 70)
+    later = [987654342]
+    gpu.on_size_query = lambda: nvml.add_sample(0, later.pop(), 30) if later else None
+    # The first attempt fails with INSUFFICIENT_SIZE; the exporter asks once more and gets both.
+    source.read(0.0)
+    assert nvml.calls["nvmlDeviceGetProcessUtilization"] == 2
+    seen_ts = source._gpus[0].last_util_timestamp_us
+    assert seen_ts == nvml.now_us
+
+    # Growing on every call: nothing this read, but the timestamp stays, so the next read has it all.
     nvml.advance(1.0)
-    (r,) = source.read(1.0)  # NVML answers NOT_FOUND: nothing new
-    assert [p.sm_util for p in r.processes or ()] == [None, None]
-    assert r.up
-    nvml.add_sample(0, 987654302, 30)
-    (r,) = source.read(2.0)
-    assert [p.sm_util for p in r.processes or ()] == [0.0, pytest.approx(0.3)]
+    newcomers = iter((987654342, 987654343))
+    gpu.on_size_query = lambda: nvml.add_sample(0, next(newcomers, 987654343), 90)
+    nvml.add_sample(0, 987654341, 10)
+    source.read(1.0)
+    assert source._gpus[0].last_util_timestamp_us == seen_ts
+    gpu.on_size_query = None
+    source.read(2.0)
+    assert source._gpus[0].last_util_timestamp_us == nvml.now_us
+
+
+def test_mps_clients_are_listed_and_the_server_is_not_charged(tmp_path: Path) -> None:
+    server, c1, c2 = 987654351, 987654352, 987654353
+    root = tmp_path / "proc"
+    (root / str(server)).mkdir(parents=True)
+    rest = " ".join(["S"] + ["0"] * 30)
+    (root / str(server) / "stat").write_text(f"{server} (nvidia-cuda-mps) {rest}\n")
+    for mode, expected in (
+        ("clients", {c1: pytest.approx(0.6), c2: pytest.approx(0.2)}),
+        # All the work sampled under the server: nothing tells the clients apart, so equal halves.
+        ("server", {c1: pytest.approx(0.3), c2: pytest.approx(0.3)}),
+    ):
+        gpu = FakeGpu(
+            uuid="GPU-mps",
+            mps_samples=mode,
+            processes=[
+                FakeProcess(server, mps_server=True),
+                FakeProcess(c1, compute=False, mps=True, sm_util=60),
+                # Also in the compute list (nvidia-smi shows clients as "M+C"): counted once.
+                FakeProcess(c2, compute=True, mps=True, sm_util=20),
+            ],
+        )
+        nvml = FakeNvml(gpus=[gpu])
+        source = NvmlGpuSource(nvml=nvml, procfs_root=str(root))
+        for k in range(4):
+            nvml.advance(1.0)
+            utils = _read_utils(source, float(k))
+        assert utils == expected, mode
+    # The server alone, no client: it is the only process holding the GPU and shows as such.
+    gpu.processes = [FakeProcess(server, mps_server=True)]
+    assert list(_read_utils(source, 5.0)) == [server]
+
+
+def test_mps_listing_unsupported_is_not_asked_again() -> None:
+    gpu = FakeGpu(
+        uuid="GPU-old",
+        unsupported={"nvmlDeviceGetMPSComputeRunningProcesses"},
+        processes=[FakeProcess(987654361)],
+    )
+    nvml = FakeNvml(gpus=[gpu])
+    source = NvmlGpuSource(nvml=nvml)
+    for k in range(3):
+        assert list(_read_utils(source, float(k))) == [987654361]
+    assert nvml.calls["nvmlDeviceGetMPSComputeRunningProcesses"] == 1
 
 
 def test_processes_are_deduplicated_and_memory_may_be_unavailable() -> None:
@@ -501,3 +692,17 @@ def test_reported_energy_is_monotonic_whatever_happens(ops: list[str]) -> None:
             assert r.energy_j >= last
             last = r.energy_j
     source.close()
+
+
+def test_mig_shares_are_of_what_mig_hands_out_not_of_the_board() -> None:
+    # A100: 108 SMs on the board, 98 of them in the 7g profile, 14 in each 1g instance.
+    gpu = FakeGpu(
+        uuid="GPU-a100-mig",
+        board_sm_count=108,
+        profile_sm_counts={0: 14, 1: 28, 2: 42, 3: 56, 4: 98},
+        mig=[FakeMigInstance(gpu_instance_id=7 + k, multiprocessor_count=14) for k in range(7)],
+        processes=[FakeProcess(987654371, gpu_instance_id=7)],
+    )
+    (r,) = NvmlGpuSource(nvml=FakeNvml(gpus=[gpu])).read(0.0)
+    assert (r.processes or ())[0].mig_sm_share == pytest.approx(1 / 7)
+    assert r.util is None  # no device utilisation on a MIG-enabled GPU

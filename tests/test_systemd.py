@@ -256,5 +256,6 @@ def test_sigterm_saves_the_state_file_the_unit_relies_on(tmp_path: Path) -> None
     code, log = exporter.stop(signal.SIGTERM, timeout=30)
     assert code == 0, log
     saved = json.loads(state.read_text(encoding="utf-8"))
-    assert saved["version"] == 1
+    assert saved["version"] == 2
+    assert saved["clean"] is True  # the only kind of save the next start continues from
     assert saved["totals"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +17,10 @@ import trustme
 from prometheus_client import CollectorRegistry
 
 from exporter.collector import SnapshotCollector
+from exporter.connection_limit import ConnectionLimiter
 from exporter.errors import ConfigError
 from exporter.model import Snapshot
-from exporter.web import BasicAuth, load_web_config, serve
+from exporter.web import BasicAuth, load_web_config, make_handler, serve
 
 PASSWORD = "s3cret-pass"
 
@@ -149,7 +153,6 @@ def test_bad_web_config_names_the_key(tmp_path: Path, text: str, key: str) -> No
 def test_basic_auth_caches_only_successes() -> None:
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4))
     auth = BasicAuth({"u": hashed})
-    import base64
 
     def header(user: str, pw: str) -> str:
         return "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
@@ -157,3 +160,232 @@ def test_basic_auth_caches_only_successes() -> None:
     assert auth.check(header("u", "pw")) and auth.check(header("u", "pw"))
     assert not auth.check(header("u", "PW")) and not auth.check(header("u", "pw "))
     assert not auth.check("Basic !!notbase64") and not auth.check("Bearer x") and not auth.check(None)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("basic_auth_users:\n  u: $2y$10$short\n", "basic_auth_users.u", "bcrypt hash"),
+        (f"basic_auth_users:\n  u: $2b$99${'a' * 53}\n", "basic_auth_users.u", "cost 99 is outside 4 to 31"),
+        (f"basic_auth_users:\n  u: $2b$03${'a' * 53}\n", "basic_auth_users.u", "cost 3 is outside 4 to 31"),
+        (
+            f"basic_auth_users:\n  u: $2y$10${'a' * 21}/{'b' * 31}\n",
+            "basic_auth_users.u",
+            "salt does not decode",
+        ),
+        (f"basic_auth_users:\n  u: [$2y$10${'a' * 53}]\n", "basic_auth_users.u", "bcrypt hash"),
+        ("basic_auth_users:\n  'a:b': x\n", "basic_auth_users.a:b", "without ':'"),
+        ("basic_auth_users: [a]\n", "basic_auth_users", "must map"),
+        ("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: [1]\n", "min_version", "TLS12"),
+        ("tls_server_config:\n  cert_file: [1]\n  key_file: b\n", "tls_server_config.cert_file", "file name"),
+        (
+            "tls_server_config:\n  cert_file: /dev/zero\n  key_file: /dev/zero\n",
+            "tls_server_config.cert_file",
+            "not a regular file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: {x: 1}\n",
+            "tls_server_config.cert_file",
+            "cannot read",
+        ),
+        ("http_server_config: 3\n", "http_server_config", "mapping"),
+        ("http_server_config:\n  http2: maybe\n", "http_server_config.http2", "true or false"),
+        ("http_server_config:\n  nope: 1\n", "http_server_config.nope", "unknown"),
+        ("basic_auth_users: &a {}\n", "web.config.file", "anchors"),
+        ("x: " + "[" * 5000 + "]" * 5000 + "\n", "web.config.file", "nested deeper"),
+    ],
+)
+def test_bad_web_config_is_refused_at_start(tmp_path: Path, text: str, key: str, fragment: str) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_web_config(str(path))
+    assert info.value.key.endswith(key) and fragment in info.value.problem, info.value
+    assert "\n" not in str(info.value)
+
+
+def test_non_utf8_web_config_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    path.write_bytes(b"basic_auth_users:\n  \xffbob: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_web_config(str(path))
+    assert (
+        info.value.key == "web.config.file" and "not UTF-8 text (byte 0xff at line 2)" in info.value.problem
+    )
+
+
+def test_encrypted_key_is_refused_without_asking_for_a_passphrase(
+    tmp_path: Path, certs: tuple[trustme.CA, Path, Path, Path]
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    _, cert_file, key_file, _ = certs
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    locked = tmp_path / "locked.key"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    path = tmp_path / "web.yml"
+    path.write_text(f"tls_server_config:\n  cert_file: {cert_file}\n  key_file: {locked}\n")
+    with pytest.raises(ConfigError) as info:  # OpenSSL's default would prompt on the terminal and wait
+        load_web_config(str(path))
+    assert info.value.key.endswith("tls_server_config.cert_file")
+
+
+def test_unknown_users_cost_what_a_wrong_password_costs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Measured: unknown user 4 ms, known user with a wrong password 84 ms at cost 10 (dummy hash at cost 4).
+    cost10 = bcrypt.hashpw(b"right", bcrypt.gensalt(10))
+    cost12 = bcrypt.hashpw(b"other", bcrypt.gensalt(12))
+    auth = BasicAuth({"prometheus": cost10, "ops": cost12})
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return hashed == cost10 and real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    assert not auth.check(basic("mallory", "x"))
+    assert not auth.check(basic("ops", "x"))
+    assert not auth.check(basic("prometheus", "wrong"))
+    assert auth.check(basic("prometheus", "right"))
+    # Unknown users run bcrypt against the costliest configured hash: as slow as any wrong password.
+    assert checked[0] == cost12 and checked[1] == cost12 and checked[2] == cost10
+
+
+def test_passwords_longer_than_72_bytes_are_a_401_not_a_traceback() -> None:
+    long_password = "p" * 100
+    hashed = bcrypt.hashpw(long_password.encode()[:72], bcrypt.gensalt(4))
+    auth = BasicAuth({"u": hashed})
+    assert not auth.check(basic("u", "q" * 100))
+    assert auth.check(basic("u", long_password))  # bcrypt's own rule: the first 72 bytes count
+    server = serve("127.0.0.1", 0, registry(), load_web_config(None))
+    server.RequestHandlerClass = make_handler(registry(), "/metrics", auth, lambda: (True, "ok"))
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        assert requests.get(url, auth=("u", "x" * 1000), timeout=5).status_code == 401
+        assert requests.get(url, auth=("nobody", "x" * 1000), timeout=5).status_code == 401
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def limited() -> Iterator[tuple[str, ConnectionLimiter]]:
+    limiter = ConnectionLimiter(max_connections=8, header_timeout_s=1.0, request_timeout_s=3.0)
+    server = serve("127.0.0.1", 0, registry(), load_web_config(None), limiter=limiter)
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", limiter
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_idle_clients_holding_every_slot_do_not_stop_scrapes() -> None:
+    # Header timeout far beyond the test's length: every silent client that goes, goes by eviction.
+    limiter = ConnectionLimiter(max_connections=8, header_timeout_s=300.0, request_timeout_s=300.0)
+    server = serve("127.0.0.1", 0, registry(), load_web_config(None), limiter=limiter)
+    port = server.server_address[1]
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(50)]
+    try:
+        for _ in range(3):
+            response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            assert response.status_code == 200 and "footprint_build_info" in response.text
+        # 53 admitted, 3 scrapes done and gone, at most 8 open: at least 42 silent ones were evicted.
+        assert limiter.open <= 8 and limiter.evicted >= 42 and limiter.timed_out == 0
+        assert closed_by_server(silent[0], 5)  # the oldest were closed to make room
+        assert not closed_by_server(silent[-1], 0.2)  # the newest still wait for their request
+    finally:
+        for s in silent:
+            s.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_idle_and_slow_header_connections_time_out(limited: tuple[str, ConnectionLimiter]) -> None:
+    address, limiter = limited
+    host, port = address.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as idle:
+        assert closed_by_server(idle, 4)  # header timeout 1 s, checked twice a second
+    with socket.create_connection((host, int(port)), timeout=5) as slow:
+        # One byte every 0.3 s keeps every read short of the per-read timeout; the total still counts.
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 5 and not closed:
+            try:
+                slow.sendall(b"G")
+            except OSError:
+                closed = True
+                break
+            closed = closed_by_server(slow, 0.3)
+        assert closed and time.monotonic() - started < 4
+    assert limiter.timed_out >= 2 and limiter.open == 0
+
+
+def test_busy_connections_are_never_evicted() -> None:
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def slow_health() -> tuple[bool, str]:
+        entered.release()
+        release.wait(10)
+        return True, "ok"
+
+    limiter = ConnectionLimiter(max_connections=2, header_timeout_s=5.0, request_timeout_s=10.0)
+    server = serve("127.0.0.1", 0, registry(), load_web_config(None), healthy=slow_health, limiter=limiter)
+    url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+    results: list[int] = []
+    workers = [
+        threading.Thread(target=lambda: results.append(requests.get(url, timeout=10).status_code))
+        for _ in range(2)
+    ]
+    try:
+        for w in workers:
+            w.start()
+        assert entered.acquire(timeout=5) and entered.acquire(timeout=5)
+        # Both slots answer requests: a third client is refused rather than one of them cut off.
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url, timeout=5)
+        assert limiter.refused == 1 and limiter.evicted == 0
+        release.set()
+        for w in workers:
+            w.join(10)
+        assert results == [200, 200]
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_server_close_does_not_wait_for_clients() -> None:
+    # At SIGTERM the exporter closes its server before the final save: a client that sends nothing
+    # must not hold that up until its header timeout.
+    limiter = ConnectionLimiter(header_timeout_s=120.0, request_timeout_s=120.0)
+    server = serve("127.0.0.1", 0, registry(), load_web_config(None), limiter=limiter)
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5):
+        deadline = time.monotonic() + 5
+        while limiter.open == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert limiter.open == 1
+        closing = threading.Thread(target=lambda: (server.shutdown(), server.server_close()))
+        closing.start()
+        closing.join(5)  # the serving thread would wait 10 s (its read timeout) for us
+        assert not closing.is_alive()

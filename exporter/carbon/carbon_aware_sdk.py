@@ -36,12 +36,15 @@ def duration_seconds(value: Any, default: float) -> float:
 
 
 class CarbonAwareSdkProvider:
+    """Signal and basis are configured: they are whatever the SDK's data source serves."""
+
     type = "carbon_aware_sdk"
-    signal = "average"
 
     def __init__(self, config: ProviderConfig, fetcher: Fetcher) -> None:
         self.url = config.url
         self.zone = config.location
+        self.signal = config.signal
+        self.basis = config.basis
         self._config = config
         self._fetcher = fetcher
 

@@ -17,6 +17,7 @@ class ElectricityMapsProvider:
     def __init__(self, config: ProviderConfig, fetcher: Fetcher) -> None:
         self.url = config.url
         self.zone = config.zone
+        self.basis = config.basis
         self._config = config
         self._fetcher = fetcher
 
@@ -32,12 +33,19 @@ class ElectricityMapsProvider:
         return body
 
     def current(self) -> Reading:
-        body = self._get(
-            "/carbon-intensity/latest", {"emissionFactorType": self._config.emission_factor_type}
-        )
+        body = self._get("/carbon-intensity/latest", {"emissionFactorType": self.basis})
         value = grams(field(body, "carbonIntensity", "latest"), "latest carbonIntensity")
+        # The answer names its own basis; one that is not what was asked for is never used as such.
+        answered = body.get("emissionFactorType")
+        if answered is not None and answered != self.basis:
+            raise ProviderError("basis", f"answer is on the {answered!r} basis, not {self.basis!r}")
         when = body.get("datetime")
-        return Reading(value, timestamp(when, "latest datetime") if when is not None else None)
+        estimated = body.get("isEstimated")
+        return Reading(
+            value,
+            timestamp(when, "latest datetime") if when is not None else None,
+            estimated if isinstance(estimated, bool) else None,
+        )
 
     def forecast(self) -> tuple[ForecastPoint, ...] | None:
         if not self._config.forecast:

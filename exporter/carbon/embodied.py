@@ -19,6 +19,7 @@ class EmbodiedFigure:
     kg: float
     life_years: float | None = None  # None: carbon.embodied.default_life_years
     basis: str = ""
+    year: str = ""  # publication year of the source, where the source is a dated publication
 
 
 # Per-GPU cradle-to-gate kg CO2e (board, die, memory; no server share). Where no vendor or study
@@ -31,7 +32,9 @@ DEFAULT_GPU_FIGURES: tuple[EmbodiedFigure, ...] = (
     EmbodiedFigure("B200", 230.0, basis="estimate: two dies and 180-192 GB HBM3e, scaled from H100"),
     EmbodiedFigure("B100", 230.0, basis="estimate: as B200"),
     EmbodiedFigure("GB200", 300.0, basis="estimate: B200 + share of Grace CPU"),
-    EmbodiedFigure("A100", 150.0, basis="Luccioni, Viguier, Ligozat 2022 (BLOOM carbon footprint), per GPU"),
+    EmbodiedFigure(
+        "A100", 150.0, basis="Luccioni, Viguier, Ligozat 2022 (BLOOM carbon footprint), per GPU", year="2022"
+    ),
     EmbodiedFigure("A800", 150.0, basis="estimate: as A100 (same die)"),
     EmbodiedFigure("H800", 164.0, basis="estimate: as H100 (same die)"),
     EmbodiedFigure("A30", 100.0, basis="estimate: GA100 die, 24 GB HBM2, PCIe card"),
@@ -50,7 +53,9 @@ DEFAULT_GPU_FIGURES: tuple[EmbodiedFigure, ...] = (
 # the side of over-counting rather than hiding a footprint.
 UNKNOWN_GPU = EmbodiedFigure("", 200.0, basis="default for unknown models (conservative)")
 # Node without its GPUs: CPUs, memory, storage, board, chassis, power supplies.
-DEFAULT_NODE = EmbodiedFigure("node", 2500.0, basis="Luccioni, Viguier, Ligozat 2022: GPU server node")
+DEFAULT_NODE = EmbodiedFigure(
+    "node", 2500.0, basis="Luccioni, Viguier, Ligozat 2022: GPU server node", year="2022"
+)
 
 
 def _pattern(key: str) -> re.Pattern[str]:

@@ -12,11 +12,25 @@ from exporter.carbon.fetch import ProviderError
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One current intensity value from a provider."""
+    """One current intensity value from a provider, with what the data says about itself."""
 
     grams_per_kwh: float
-    # When the value applies (the API's own timestamp), epoch seconds; None when the API gives none.
+    # When the value applies (the API's own timestamp: the start of the period it describes), epoch
+    # seconds; None when the API gives none (its age then counts from the last refresh confirming it).
     observed_at: float | None = None
+    # True: the provider marks it an estimate or forecast; False: measured; None: the API does not say.
+    estimated: bool | None = None
+    # The rest is for values relayed by a central exporter; None/"" means "this provider's own".
+    signal: str | None = None
+    basis: str | None = None
+    provider: str | None = None  # the provider the value originally came from
+    zone: str | None = None
+    source: str = ""
+    year: str = ""
+    # For a relayed value without a data time: when the central instance last confirmed it.
+    confirmed_at: float | None = None
+    # A value with no age at all (a configured static figure).
+    timeless: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +41,17 @@ class ForecastPoint:
 
 
 class Provider(Protocol):
-    """A source of grid carbon intensity for one zone and one signal."""
+    """A source of grid carbon intensity for one zone: one signal on one basis, unless it relays several."""
 
     type: str
     signal: str  # "average" or "marginal"
+    # "lifecycle" or "direct"; "" when each answer says (a central exporter relaying several values).
+    basis: str
     zone: str
     url: str
 
-    def current(self) -> Reading:
-        """The latest value; raises ProviderError (with its kind) on any failure."""
+    def current(self) -> Reading | tuple[Reading, ...]:
+        """The latest value (several for a relay); raises ProviderError (with its kind) on any failure."""
         ...
 
     def forecast(self) -> tuple[ForecastPoint, ...] | None:

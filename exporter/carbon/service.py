@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import calendar
+import datetime
 import logging
 import math
 import threading
@@ -15,15 +15,17 @@ import requests
 from exporter import __version__
 from exporter.carbon import embedded
 from exporter.carbon.carbon_aware_sdk import CarbonAwareSdkProvider
-from exporter.carbon.config import CarbonConfig, ProviderConfig
+from exporter.carbon.central import CentralProvider
+from exporter.carbon.config import SIGNALS, CarbonConfig, ProviderConfig
 from exporter.carbon.electricitymaps import ElectricityMapsProvider
 from exporter.carbon.embodied import UNKNOWN_GPU, EmbodiedFigure, grams_per_second, match_gpu
-from exporter.carbon.fetch import Fetcher, ProviderError, host_of
-from exporter.carbon.provider import ForecastPoint, Provider
+from exporter.carbon.fetch import Fetcher, ProviderError, host_of, track_deadlines
+from exporter.carbon.market import MarketMethod
+from exporter.carbon.provider import ForecastPoint, Provider, Reading
 from exporter.carbon.static import StaticProvider
 from exporter.carbon.ukgrid import UkGridProvider
 from exporter.carbon.watttime import WattTimeProvider
-from exporter.model import ForecastState, IntensityState, ProviderState
+from exporter.model import EmissionFactor, ForecastState, IntensityState, ProviderState
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +35,54 @@ HISTORY_S = 3600.0
 # After a failed refresh, try again after this long, doubling per consecutive failure up to the
 # provider's own refresh period (a dead API is not hammered, a blip is recovered from quickly).
 FIRST_RETRY_S = 10.0
-# The refresh thread wakes at least this often, so stop() and expiry are noticed promptly.
+# A refresh thread wakes at least this often, so stop() and expiry are noticed promptly.
 MAX_SLEEP_S = 5.0
 FORECAST_HORIZON_S = 24 * 3600.0
+# A value dated this far ahead of our clock waits for its time (clock skew below this is ignored).
+FUTURE_TOLERANCE_S = 60.0
+# A request running this much past its deadline marks the provider down while it still hangs.
+DEADLINE_GRACE_S = 0.5
+# stop() waits at most this long, in all, for refresh threads to end (they are daemons; a request
+# hanging in name resolution cannot be interrupted, and must not hold up the exporter's shutdown).
+STOP_WAIT_S = 1.0
+SOURCES = {
+    "electricitymaps": "Electricity Maps API v3, carbon-intensity/latest",
+    "watttime": "WattTime API v3, co2_moer",
+    "ukgrid": "GB Carbon Intensity API (National Grid ESO)",
+    "carbon_aware_sdk": "Green Software Foundation Carbon Aware SDK",
+    "static": "configured figure (carbon.providers)",
+}
 
 
 @dataclass(frozen=True, slots=True)
-class _Choice:
-    """The intensity the chain selects for one signal at one moment."""
+class _Value:
+    """An intensity a provider gave for one signal, with what its data says about itself."""
 
     grams_per_kwh: float
-    provider: str
+    signal: str
+    basis: str
+    provider: str  # where the value comes from (for a relay: the central instance's provider)
     zone: str
-    fetched_at: float | None  # None: timeless (static value or embedded table)
+    observed_at: float | None  # the data's own time; its age counts from here
+    confirmed_at: float | None  # data without a time: the last refresh confirming it; both None: timeless
+    estimated: bool | None = None
     source: str = ""
     year: str = ""
+    via: str = ""
+
+    def age(self, now: float) -> float | None:
+        anchor = self.observed_at if self.observed_at is not None else self.confirmed_at
+        return None if anchor is None else max(0.0, now - anchor)
+
+    def same_series(self, other: _Value | None) -> bool:
+        """Whether two values make the same intensity in use (the history records only changes)."""
+        return other is not None and (
+            self.grams_per_kwh,
+            self.provider,
+            self.zone,
+            self.basis,
+            self.via,
+        ) == (other.grams_per_kwh, other.provider, other.zone, other.basis, other.via)
 
 
 @dataclass
@@ -56,48 +91,61 @@ class _Slot:
 
     config: ProviderConfig
     provider: Provider
+    fetcher: Fetcher | None = None
     up: bool = False
     errors: dict[str, int] = field(default_factory=dict)
     last_success: float | None = None
-    value: float | None = None
-    fetched_at: float | None = None
+    values: dict[str, _Value] = field(default_factory=dict)
+    pending: dict[str, _Value] = field(default_factory=dict)  # dated in the future: wait for their time
     next_due: float = 0.0
     not_before: float = 0.0  # Retry-After of a 429: no request at all before this
     failures: int = 0
     forecast_points: tuple[ForecastPoint, ...] = ()
     forecast_next_due: float = 0.0
     forecast_failures: int = 0
+    skipped: str = ""  # why the provider is never asked (its basis is not its chain's)
+    overdue: bool = False  # a request is past its deadline right now
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def live(self) -> bool:
+        return self.config.type != "static" and not self.skipped
 
 
-def build_provider(config: ProviderConfig, session: requests.Session, clock: Callable[[], float]) -> Provider:
-    """The provider object for one configured entry, with its own timeouts and retry policy."""
+def provider_for(config: ProviderConfig, fetcher: Fetcher | None) -> Provider:
+    """The provider object for one configured entry, fetching through ``fetcher`` (None for static)."""
     if config.type == "static":
         return StaticProvider(config)
-    fetcher = Fetcher(
-        session, timeout=config.timeout, retries=config.retries, backoff=config.backoff, clock=clock
-    )
+    assert fetcher is not None
     classes: dict[str, Callable[[ProviderConfig, Fetcher], Provider]] = {
         "electricitymaps": ElectricityMapsProvider,
         "watttime": WattTimeProvider,
         "ukgrid": UkGridProvider,
         "carbon_aware_sdk": CarbonAwareSdkProvider,
+        "central": CentralProvider,
     }
     return classes[config.type](config, fetcher)
 
 
-def _end_of_year(year: str) -> float | None:
-    try:
-        return float(calendar.timegm((int(year) + 1, 1, 1, 0, 0, 0, 0, 0, 0)))
-    except ValueError:
-        return None
+def build_provider(config: ProviderConfig, session: requests.Session, clock: Callable[[], float]) -> Provider:
+    """A provider with its own deadline and retry policy on ``session``."""
+    fetcher = Fetcher(
+        session, timeout=config.timeout, retries=config.retries, backoff=config.backoff, clock=clock
+    )
+    return provider_for(config, None if config.type == "static" else fetcher)
+
+
+def _year(epoch: float | None) -> str:
+    return "" if epoch is None else str(datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).year)
 
 
 class CarbonService:
     """Grid carbon intensity for the sampler: a provider chain refreshed off the sampling path.
 
-    Providers are tried in configured order per signal; one whose last good value is older than
-    ``max_age`` (or which never worked) is skipped; the embedded table answers "average" last.
-    Every answer comes from memory under a short lock: no caller ever waits on the network.
+    Per signal, providers are tried in configured order; one whose value is older than ``max_age``
+    (by the data's own time), which never worked, or whose basis is not the chain's is skipped; the
+    embedded table answers "average" last. Every provider refreshes on its own thread, so a slow one
+    delays nobody else; every answer to the sampler comes from memory under a short lock.
     """
 
     def __init__(
@@ -105,94 +153,198 @@ class CarbonService:
         config: CarbonConfig,
         clock: Callable[[], float] = time.time,
         session: requests.Session | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._clock = clock
-        if session is None:
-            session = requests.Session()
-            session.headers["User-Agent"] = f"ai-footprint-exporter/{__version__}"
-        self._session = session
+        self._monotonic = monotonic
+        self.zone = config.zone
         self.pue = config.pue
         self.wue_litres_per_kwh = config.wue
-        self.has_marginal = any(p.signal == "marginal" for p in config.providers)
-        row = embedded.lookup(config.zone)
-        if row is None:  # parse_carbon_config refuses such zones; this guards hand-built configs
-            raise ValueError(f"zone {config.zone!r} is not in the embedded table")
-        self._embedded = _Choice(row.grams_per_kwh, embedded.PROVIDER, row.zone, None, row.source, row.year)
-        self._embedded_since = _end_of_year(row.year)
+        self.market = MarketMethod(config.market) if config.market is not None else None
         self._lock = threading.Lock()
-        self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._slots: list[_Slot] = []
-        for provider_config in config.providers:
-            slot = _Slot(provider_config, build_provider(provider_config, session, clock))
-            if provider_config.type == "static":
-                assert provider_config.grams_per_kwh is not None
-                slot.up, slot.value = True, provider_config.grams_per_kwh
-            else:
-                log.info(
-                    "carbon provider %s at %s (%s signal, zone %s)",
-                    provider_config.type,
-                    host_of(provider_config.url),
-                    provider_config.signal,
-                    provider_config.zone,
-                )
-            self._slots.append(slot)
-        self._history: dict[str, list[tuple[float, _Choice | None]]] = {"average": [], "marginal": []}
+        self._threads: list[threading.Thread] = []
+        row = embedded.lookup(config.zone, config.basis)
+        # None only with basis direct for a zone without a direct row; config.py then requires a
+        # static figure on that basis, which never fails, so the average signal always has a value.
+        self._embedded = (
+            None
+            if row is None
+            else _Value(
+                row.grams_per_kwh,
+                "average",
+                row.basis,
+                embedded.PROVIDER,
+                row.zone,
+                # A yearly average is as old as the end of its year: an honest, large age.
+                row.end_of_year,
+                None,
+                # The current hour's intensity estimated by a yearly average.
+                True,
+                row.source,
+                row.year,
+            )
+        )
+        self._embedded_row = row
+        self._slots: list[_Slot] = [self._slot(p, session) for p in config.providers]
+        self.has_marginal = any(
+            s.config.signal == "marginal" or s.config.type == "central" for s in self._slots if not s.skipped
+        )
+        self._history: dict[str, list[tuple[float, _Value | None]]] = {s: [] for s in SIGNALS}
+        self._current: dict[str, _Value | None] = {}
         self._embodied_cache: dict[str, float] = {}
+        self._embodied_figures: dict[str, EmbodiedFigure] = {}
         with self._lock:
             self._reselect(clock())
+
+    def _slot(self, config: ProviderConfig, session: requests.Session | None) -> _Slot:
+        fetcher = None
+        if config.type != "static":
+            if session is None:  # one session per provider: threads never share a connection pool
+                session = track_deadlines(requests.Session())
+                session.headers["User-Agent"] = f"ai-footprint-exporter/{__version__}"
+            fetcher = Fetcher(
+                session,
+                timeout=config.timeout,
+                retries=config.retries,
+                backoff=config.backoff,
+                clock=self._clock,
+                # Backoff waits end at once when the exporter stops.
+                sleep=self._stop.wait,
+                monotonic=self._monotonic,
+            )
+        slot = _Slot(config, provider_for(config, fetcher), fetcher)
+        wanted = self._config.chain_basis(config.signal)
+        if config.basis and config.basis != wanted:
+            # Never mixed into the chain: a fallback must not switch basis in the middle of a series.
+            slot.skipped = f"serves {config.signal} factors on the {config.basis} basis, chain is {wanted}"
+            slot.errors["basis"] = 1
+            log.warning(
+                "carbon provider %s skipped: it %s (set carbon.%s to use it)",
+                config.type,
+                slot.skipped,
+                "marginal_basis" if config.signal == "marginal" else "basis",
+            )
+        elif config.type == "static":
+            assert config.grams_per_kwh is not None
+            slot.up = True
+            reading = slot.provider.current()
+            assert isinstance(reading, Reading)
+            slot.values[config.signal] = self._value(slot, reading, self._clock())
+        else:
+            log.info(
+                "carbon provider %s at %s (%s signal, %s basis, zone %s)",
+                config.type,
+                host_of(config.url),
+                config.signal,
+                config.basis or "as relayed",
+                config.zone,
+            )
+        return slot
 
     # Background refresh
 
     def start(self) -> None:
-        """Start the daemon refresh thread; returns at once (the first refresh happens on the thread)."""
-        if self._thread is not None:
+        """Start one daemon refresh thread per live provider; returns at once."""
+        if self._threads:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="carbon-refresh", daemon=True)
-        self._thread.start()
+        for slot in self._slots:
+            if slot.live:
+                thread = threading.Thread(
+                    target=self._run, args=(slot,), name=f"carbon-{slot.config.type}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
 
     def stop(self) -> None:
+        """Stop the refresh threads, waiting at most STOP_WAIT_S in all for requests in flight."""
         self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=30.0)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        hung = [t.name for t in self._threads if t.is_alive()]
+        if hung:
+            log.info("carbon refresh threads still in a request at shutdown, abandoned: %s", ", ".join(hung))
+        self._threads = []
 
-    def _run(self) -> None:
+    def _run(self, slot: _Slot) -> None:
         while not self._stop.is_set():
             try:
-                self.refresh_now()
+                self._refresh_slot(slot)
             except Exception:  # a bug must not end the thread: the chain would freeze on stale values
-                log.exception("carbon refresh pass failed")
-            self._stop.wait(self._sleep_s())
+                log.exception("carbon refresh of %s failed", slot.config.type)
+            self._stop.wait(self._sleep_s(slot))
 
-    def _sleep_s(self) -> float:
+    def _sleep_s(self, slot: _Slot) -> float:
         now = self._clock()
         with self._lock:
-            due = [max(s.next_due, s.not_before) for s in self._slots if s.config.type != "static"]
-            due += [max(s.forecast_next_due, s.not_before) for s in self._slots if s.config.forecast]
+            due = [max(slot.next_due, slot.not_before)]
+            if slot.config.forecast:
+                due.append(max(slot.forecast_next_due, slot.not_before))
         return min([MAX_SLEEP_S, *(max(0.05, d - now) for d in due)])
 
     def refresh_now(self) -> None:
-        """One synchronous pass: refresh every provider (and forecast) that is due, then reselect."""
-        with self._refresh_lock:
-            for slot in self._slots:
-                if slot.config.type == "static":
-                    continue
-                now = self._clock()
-                if now >= slot.next_due and now >= slot.not_before:
-                    self._refresh_current(slot, now)
-                now = self._clock()
-                if slot.config.forecast and now >= slot.forecast_next_due and now >= slot.not_before:
-                    self._refresh_forecast(slot, now)
-            with self._lock:
-                self._reselect(self._clock())
+        """One synchronous pass over every live provider that is due (the threads do this each)."""
+        for slot in self._slots:
+            if slot.live:
+                self._refresh_slot(slot)
+        with self._lock:
+            self._reselect(self._clock())
+
+    def _refresh_slot(self, slot: _Slot) -> None:
+        with slot.lock:
+            now = self._clock()
+            if now >= slot.next_due and now >= slot.not_before and not self._stop.is_set():
+                self._refresh_current(slot, now)
+            now = self._clock()
+            if (
+                slot.config.forecast
+                and now >= slot.forecast_next_due
+                and now >= slot.not_before
+                and not self._stop.is_set()
+            ):
+                self._refresh_forecast(slot, now)
+        with self._lock:
+            self._reselect(self._clock())
+
+    def _value(self, slot: _Slot, reading: Reading, received: float) -> _Value:
+        """A reading checked against its chain's basis and the plausible range; raises ProviderError."""
+        provider = slot.provider
+        signal = reading.signal or provider.signal
+        basis = reading.basis or provider.basis
+        wanted = self._config.chain_basis(signal)
+        if basis != wanted:
+            raise ProviderError(
+                "basis", f"{signal} value on the {basis} basis refused: the chain is {wanted}"
+            )
+        low, high = self._config.plausible_min, self._config.plausible_max
+        if not low <= reading.grams_per_kwh <= high:
+            raise ProviderError(
+                "implausible", f"{reading.grams_per_kwh:g} g/kWh is outside the plausible {low:g}-{high:g}"
+            )
+        relayed = reading.provider is not None
+        confirmed_at = reading.confirmed_at
+        if reading.observed_at is None and confirmed_at is None and not reading.timeless:
+            confirmed_at = received  # no data time: this refresh confirms the value now
+        return _Value(
+            reading.grams_per_kwh,
+            signal,
+            basis,
+            reading.provider or slot.config.type,
+            reading.zone or provider.zone,
+            reading.observed_at,
+            confirmed_at,
+            reading.estimated,
+            reading.source if relayed else SOURCES.get(slot.config.type, slot.config.type),
+            reading.year if relayed else _year(reading.observed_at),
+            slot.config.type if relayed else "",
+        )
 
     def _refresh_current(self, slot: _Slot, now: float) -> None:
         try:
-            reading = slot.provider.current()
+            result = slot.provider.current()
         except ProviderError as exc:
             self._failed(slot, exc, now, forecast=False)
             return
@@ -200,22 +352,61 @@ class CarbonService:
             log.exception("carbon provider %s: unexpected error", slot.config.type)
             self._failed(slot, ProviderError("malformed", type(exc).__name__), now, forecast=False)
             return
-        done = self._clock()
+        received = self._clock()
+        accepted: list[_Value] = []
+        refused: list[ProviderError] = []
+        for reading in result if isinstance(result, tuple) else (result,):
+            try:
+                accepted.append(self._value(slot, reading, received))
+            except ProviderError as exc:
+                refused.append(exc)
+        for error in refused:  # counted, and the previous good value (or the next provider) is used
+            self._failed(slot, error, now, forecast=False, down=not accepted)
+        if not accepted:
+            return
         with self._lock:
             if not slot.up:
                 log.info(
-                    "carbon provider %s (%s): up, %.1f g/kWh",
+                    "carbon provider %s (%s): up, %s",
                     slot.config.type,
                     host_of(slot.config.url),
-                    reading.grams_per_kwh,
+                    ", ".join(f"{v.signal} {v.grams_per_kwh:.1f} g/kWh" for v in accepted),
                 )
-            slot.up, slot.failures = True, 0
-            slot.value, slot.fetched_at, slot.last_success = reading.grams_per_kwh, done, done
+            slot.up, slot.failures, slot.overdue = True, 0, False
+            slot.last_success = received
             slot.next_due = now + slot.config.refresh
+            for value in accepted:
+                self._store(slot, value, received)
+
+    def _store(self, slot: _Slot, value: _Value, received: float) -> None:
+        """Keep a value as its provider's latest for its signal (caller holds the lock)."""
+        held = slot.values.get(value.signal)
+        if (
+            held is not None
+            and held.observed_at is not None
+            and value.observed_at is not None
+            and value.observed_at < held.observed_at
+        ):
+            # Older data than we hold (a cache or CDN answering late) never replaces newer data.
+            log.debug(
+                "carbon provider %s: answer older than the value held, kept the newer", slot.config.type
+            )
+            return
+        if value.observed_at is not None and value.observed_at > received + FUTURE_TOLERANCE_S:
+            slot.pending[value.signal] = value  # a value applies from its datetime, not before
+            return
+        slot.pending.pop(value.signal, None)
+        slot.values[value.signal] = value
 
     def _refresh_forecast(self, slot: _Slot, now: float) -> None:
         try:
-            points = slot.provider.forecast()
+            points = slot.provider.forecast() or ()
+            low, high = self._config.plausible_min, self._config.plausible_max
+            bad = [p.grams_per_kwh for p in points if not low <= p.grams_per_kwh <= high]
+            if bad:
+                raise ProviderError(
+                    "implausible", f"forecast value {bad[0]:g} g/kWh outside {low:g}-{high:g}"
+                )
         except ProviderError as exc:
             self._failed(slot, exc, now, forecast=True)
             return
@@ -224,11 +415,11 @@ class CarbonService:
             self._failed(slot, ProviderError("malformed", type(exc).__name__), now, forecast=True)
             return
         with self._lock:
-            slot.forecast_points = points or ()
+            slot.forecast_points = points
             slot.forecast_failures = 0
             slot.forecast_next_due = now + slot.config.forecast_refresh
 
-    def _failed(self, slot: _Slot, exc: ProviderError, now: float, forecast: bool) -> None:
+    def _failed(self, slot: _Slot, exc: ProviderError, now: float, forecast: bool, down: bool = True) -> None:
         with self._lock:
             was_up = slot.up
             slot.errors[exc.kind] = slot.errors.get(exc.kind, 0) + 1
@@ -236,7 +427,7 @@ class CarbonService:
                 slot.forecast_failures += 1
                 delay = min(slot.config.forecast_refresh, FIRST_RETRY_S * 2 ** (slot.forecast_failures - 1))
                 slot.forecast_next_due = now + delay
-            else:
+            elif down:
                 slot.up = False
                 slot.failures += 1
                 delay = min(slot.config.refresh, FIRST_RETRY_S * 2 ** (slot.failures - 1))
@@ -244,7 +435,7 @@ class CarbonService:
             if exc.not_before is not None:
                 slot.not_before = max(slot.not_before, exc.not_before)
         # The message names the host and the failure only: never a URL query, header or token.
-        level = logging.WARNING if forecast or was_up or slot.failures == 1 else logging.DEBUG
+        level = logging.WARNING if forecast or was_up or slot.failures <= 1 else logging.DEBUG
         log.log(
             level,
             "carbon provider %s%s failed (%s): %s",
@@ -256,40 +447,53 @@ class CarbonService:
 
     # Selection and history
 
-    def _choose(self, signal: str, now: float) -> _Choice | None:
+    def _choose(self, signal: str, now: float) -> _Value | None:
         for slot in self._slots:
-            if slot.config.signal != signal or slot.value is None:
+            value = slot.values.get(signal)
+            if value is None or slot.skipped:
                 continue
-            if slot.fetched_at is not None and now - slot.fetched_at > self._config.max_age:
+            age = value.age(now)
+            if age is not None and age > self._config.max_age:
                 continue
-            return _Choice(slot.value, slot.config.type, slot.provider.zone, slot.fetched_at)
+            return value
         return self._embedded if signal == "average" else None
+
+    def _promote(self, now: float) -> set[str]:
+        """Move values whose time has come from pending to in use; returns the signals that changed."""
+        promoted = set()
+        for slot in self._slots:
+            for signal, value in list(slot.pending.items()):
+                if value.observed_at is not None and value.observed_at <= now:
+                    slot.values[signal] = value
+                    del slot.pending[signal]
+                    promoted.add(signal)
+        return promoted
 
     def _reselect(self, now: float) -> None:
         """Record a change of the intensity in use (caller holds the lock)."""
+        promoted = self._promote(now)
         for signal, history in self._history.items():
             choice = self._choose(signal, now)
+            self._current[signal] = choice
             last = history[-1][1] if history else None
-            changed = (
-                not history
-                or (choice is None) != (last is None)
-                or (
-                    choice is not None
-                    and last is not None
-                    and (choice.grams_per_kwh, choice.provider, choice.zone)
-                    != (last.grams_per_kwh, last.provider, last.zone)
-                )
-            )
+            changed = not history or (choice is None) != (last is None)
+            if choice is not None and last is not None:
+                changed = not choice.same_series(last)
             if changed:
+                start = now
+                if signal in promoted and choice is not None and choice.observed_at is not None:
+                    # A value dated ahead applies from its own time (at most one tick after it passed).
+                    start = max(choice.observed_at, history[-1][0] if history else -math.inf)
                 if history and choice is not None and (last is None or choice.provider != last.provider):
                     log.info(
-                        "carbon intensity (%s) now from %s, zone %s: %.1f g/kWh",
+                        "carbon intensity (%s) now from %s%s, zone %s: %.1f g/kWh",
                         signal,
                         choice.provider,
+                        f" via {choice.via}" if choice.via else "",
                         choice.zone,
                         choice.grams_per_kwh,
                     )
-                history.append((now, choice))
+                history.append((start, choice))
             while len(history) >= 2 and history[1][0] <= now - HISTORY_S:
                 history.pop(0)
 
@@ -323,36 +527,47 @@ class CarbonService:
 
     def intensities(self) -> tuple[IntensityState, ...]:
         now = self._clock()
-        states = []
         with self._lock:
             self._reselect(now)
-            choices = [(signal, history[-1][1]) for signal, history in self._history.items() if history]
-        for signal, choice in choices:
-            if choice is None:
+            choices = [(signal, self._current.get(signal)) for signal in self._history]
+        states = []
+        for signal, value in choices:
+            if value is None:
                 continue
-            if choice.fetched_at is not None:
-                age = now - choice.fetched_at
-            elif choice.provider == embedded.PROVIDER and self._embedded_since is not None:
-                # A yearly average is as old as the end of its year: an honest, large age.
-                age = now - self._embedded_since
-            else:
-                age = 0.0
             states.append(
                 IntensityState(
-                    choice.zone,
-                    choice.provider,
+                    value.zone,
+                    value.provider,
                     signal,
-                    choice.grams_per_kwh,
-                    max(0.0, age),
-                    choice.source,
-                    choice.year,
+                    value.grams_per_kwh,
+                    value.age(now) or 0.0,
+                    value.source,
+                    value.year,
+                    value.basis,
+                    value.observed_at,
+                    value.confirmed_at,
+                    value.estimated,
+                    value.via,
                 )
             )
         return tuple(states)
 
     def providers(self) -> tuple[ProviderState, ...]:
+        """Each provider's state; one whose request runs past its deadline is down while it hangs."""
+        now = self._monotonic()
+        states = []
         with self._lock:
-            states = [ProviderState(s.config.type, s.up, dict(s.errors), s.last_success) for s in self._slots]
+            for s in self._slots:
+                started = s.fetcher.in_flight_since if s.fetcher is not None else None
+                if started is not None and now - started > s.config.timeout + DEADLINE_GRACE_S:
+                    if not s.overdue:
+                        log.warning(
+                            "carbon provider %s: request past its %gs deadline, down until it answers",
+                            s.config.type,
+                            s.config.timeout,
+                        )
+                    s.overdue, s.up = True, False
+                states.append(ProviderState(s.config.type, s.up, dict(s.errors), s.last_success))
         return (*states, ProviderState(embedded.PROVIDER, True))
 
     def forecasts(self) -> tuple[ForecastState, ...]:
@@ -369,6 +584,95 @@ class CarbonService:
             states.append(ForecastState(zone, config.type, config.signal, lowest.grams_per_kwh, lowest.start))
         return tuple(states)
 
+    def emission_factors(self) -> tuple[EmissionFactor, ...]:
+        """Every fixed factor the figures use, with its source and year (the grid's is in intensities)."""
+        c = self._config
+        factors = [EmissionFactor("pue", "pue", c.pue, "ratio", source="configured (carbon.pue)")]
+        if c.wue is not None:
+            factors.append(
+                EmissionFactor("wue", "wue", c.wue, "litres_per_kwh", source="configured (carbon.wue)")
+            )
+        row = self._embedded_row
+        if row is not None:
+            factors.append(
+                EmissionFactor(
+                    "grid_fallback",
+                    row.zone,
+                    row.grams_per_kwh,
+                    "grams_per_kwh",
+                    row.basis,
+                    row.source,
+                    row.year,
+                )
+            )
+        market = c.market
+        if market is not None:
+            for i in market.instruments:
+                factors.append(
+                    EmissionFactor(
+                        "market_instrument",
+                        i.name,
+                        i.grams_per_kwh,
+                        "grams_per_kwh",
+                        market.basis,
+                        i.source,
+                        i.year,
+                    )
+                )
+            if market.supplier_grams_per_kwh is not None:
+                factors.append(
+                    EmissionFactor(
+                        "market_supplier",
+                        "supplier",
+                        market.supplier_grams_per_kwh,
+                        "grams_per_kwh",
+                        market.basis,
+                        market.supplier_source,
+                        market.supplier_year,
+                    )
+                )
+            if market.residual_grams_per_kwh is not None:
+                factors.append(
+                    EmissionFactor(
+                        "market_residual",
+                        "residual",
+                        market.residual_grams_per_kwh,
+                        "grams_per_kwh",
+                        market.basis,
+                        market.residual_source,
+                        market.residual_year,
+                    )
+                )
+        if c.embodied.enabled:
+            with self._lock:
+                figures = sorted(self._embodied_figures.items())
+            for name, figure in figures:
+                factors.append(
+                    EmissionFactor(
+                        "embodied_gpu",
+                        name,
+                        figure.kg,
+                        "kg",
+                        "cradle_to_gate",
+                        figure.basis or figure.key,
+                        figure.year,
+                    )
+                )
+            if c.embodied.node is not None:
+                node = c.embodied.node
+                factors.append(
+                    EmissionFactor(
+                        "embodied_node",
+                        "node",
+                        node.kg,
+                        "kg",
+                        "cradle_to_gate",
+                        node.basis or node.key,
+                        node.year,
+                    )
+                )
+        return tuple(factors)
+
     # Embodied carbon
 
     def gpu_embodied_figure(self, gpu_name: str) -> EmbodiedFigure:
@@ -383,6 +687,8 @@ class CarbonService:
             figure = self.gpu_embodied_figure(gpu_name)
             rate = grams_per_second(figure, self._config.embodied.default_life_years)
             self._embodied_cache[gpu_name] = rate
+            with self._lock:
+                self._embodied_figures[gpu_name] = figure
             log.info(
                 "embodied carbon of %r: %.0f kg CO2e over %.1f years (%s)",
                 gpu_name,

@@ -13,8 +13,9 @@ class StaticProvider:
     def __init__(self, config: ProviderConfig) -> None:
         assert config.grams_per_kwh is not None  # config.py requires it for this type
         self.signal = config.signal
+        self.basis = config.basis
         self.zone = config.zone
-        self._reading = Reading(config.grams_per_kwh)
+        self._reading = Reading(config.grams_per_kwh, timeless=True)
 
     def current(self) -> Reading:
         return self._reading

@@ -19,18 +19,22 @@ from exporter.carbon.provider import (
 )
 
 
-def _value(period: Any, what: str) -> float:
+def _value(period: Any, what: str) -> tuple[float, bool]:
+    """The period's intensity and whether it is a forecast (True) rather than from metered generation."""
     intensity = field(period, "intensity", what)
     # The running half hour has no actual yet (null): its forecast is the best value there is.
     actual = intensity.get("actual") if isinstance(intensity, dict) else None
     if actual is not None:
-        return grams(actual, f"{what} actual")
-    return grams(field(intensity, "forecast", what), f"{what} forecast")
+        return grams(actual, f"{what} actual"), False
+    return grams(field(intensity, "forecast", what), f"{what} forecast"), True
 
 
 class UkGridProvider:
     type = "ukgrid"
     signal = "average"
+    # "The Carbon Intensity forecast includes CO2 emissions related to electricity generation only"
+    # (carbonintensity.org.uk): direct emissions, no upstream share.
+    basis = "direct"
 
     def __init__(self, config: ProviderConfig, fetcher: Fetcher) -> None:
         self.url = config.url
@@ -53,7 +57,8 @@ class UkGridProvider:
             body = self._fetcher.get_json(f"{self.url}/regional/regionid/{self._config.region_id}")
             period = first(self._regional_periods(body, "regional"), "regional data")
         when = period.get("from") if isinstance(period, dict) else None
-        return Reading(_value(period, "intensity"), timestamp(when, "from") if when is not None else None)
+        value, forecast = _value(period, "intensity")
+        return Reading(value, timestamp(when, "from") if when is not None else None, forecast)
 
     def forecast(self) -> tuple[ForecastPoint, ...] | None:
         if not self._config.forecast:

@@ -39,6 +39,9 @@ def to_grams_per_kwh(value: float, units: object) -> float:
 class WattTimeProvider:
     type = "watttime"
     signal = "marginal"
+    # The MOER is the CO2 rate of the generators responding to load (watttime.org, "Marginal CO2"):
+    # stack emissions, no upstream share.
+    basis = "direct"
 
     def __init__(self, config: ProviderConfig, fetcher: Fetcher) -> None:
         self.url = config.url
@@ -100,7 +103,8 @@ class WattTimeProvider:
         point = first(data, "nowcast data")
         value = to_grams_per_kwh(grams(field(point, "value", "nowcast"), "nowcast value"), units)
         when = point.get("point_time")
-        return Reading(value, timestamp(when, "point_time") if when is not None else None)
+        # The current value is the first point of a forecast run (horizon 0): a model estimate.
+        return Reading(value, timestamp(when, "point_time") if when is not None else None, True)
 
     def forecast(self) -> tuple[ForecastPoint, ...] | None:
         if not self._config.forecast:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from exporter.model import CpuReading, GpuReading
+from exporter.model import CpuReading, GpuReading, NodeReading
 
 
 class SourceUnavailable(Exception):
@@ -13,6 +13,16 @@ class SourceUnavailable(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class SourceReadError(Exception):
+    """One read of a source failed; ``kind`` is the short reason counted in footprint_source_errors_total."""
+
+    def __init__(self, kind: str, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        # A service that said when to come back (HTTP 503 with Retry-After): the poller waits that long.
+        self.retry_after_s = retry_after_s
 
 
 class GpuSource(Protocol):
@@ -37,5 +47,19 @@ class CpuSource(Protocol):
     name: str  # "rapl" or "estimated"
 
     def read(self, now: float) -> list[CpuReading]: ...
+
+    def close(self) -> None: ...
+
+
+class NodeSource(Protocol):
+    """Reads whole-node input power from the BMC once per call (slow: called from the node poller only).
+
+    ``read`` raises an exception with a ``kind`` attribute (timeout, auth, http_5xx, malformed, ...)
+    when the BMC gives no usable reading; the poller counts it and the node series go stale.
+    """
+
+    name: str  # "redfish" or "ipmi": the method label
+
+    def read(self) -> NodeReading: ...
 
     def close(self) -> None: ...

@@ -12,6 +12,7 @@ from typing import Any
 
 import psutil
 
+from exporter.attribution import UtilisationWindow
 from exporter.model import GpuProcessSample, GpuReading
 from exporter.sources import SourceUnavailable
 
@@ -25,6 +26,7 @@ _INVALID_ARGUMENT = 2
 _NOT_SUPPORTED = 3
 _NO_PERMISSION = 4
 _NOT_FOUND = 6
+_INSUFFICIENT_SIZE = 7
 _DRIVER_NOT_LOADED = 9
 _TIMEOUT = 10
 _LIBRARY_NOT_FOUND = 12
@@ -39,6 +41,8 @@ _MIG_ENABLE = 1
 # gpuInstanceId of a process on a GPU without MIG (0xFFFFFFFF, "no instance").
 _NO_INSTANCE = 0xFFFFFFFF
 _GPU_INSTANCE_PROFILE_COUNT = 0x12
+# /proc/<pid>/comm of nvidia-cuda-mps-server (comm is cut at 15 characters).
+_MPS_SERVER_COMM = "nvidia-cuda-mps"
 
 # A field failing with one of these is left out (None) and the GPU stays up: the device or driver
 # cannot give it, which is not a fault of the GPU.
@@ -90,7 +94,10 @@ class _Gpu:
     energy_offset_j: float = 0.0
     last_energy_j: float | None = None
     process_util_supported: bool = True
+    mps_listing_supported: bool = True
+    # The newest NVML sample timestamp seen: the next query asks only for samples newer than it.
     last_util_timestamp_us: int = 0
+    util_window: UtilisationWindow = field(default_factory=UtilisationWindow)
     mig_enabled: bool = False
     # GPU instance id -> that instance's share of the board's SMs (None when unknown).
     mig_shares: dict[int, float | None] = field(default_factory=dict)
@@ -120,11 +127,18 @@ class NvmlGpuSource:
 
     ``procfs_root`` other than ``/proc`` (a host's /proc mounted into a container) makes the
     process' name, user and start time come from that tree instead of psutil.
+    ``nvml_sample_period_s``: NVML's per-process sampling period, how long one sample stands for a
+    process (None: learned from NVML's timestamps, see UtilisationWindow).
     """
 
     name = "nvml"
 
-    def __init__(self, nvml: types.ModuleType | None = None, procfs_root: str = "/proc") -> None:
+    def __init__(
+        self,
+        nvml: types.ModuleType | None = None,
+        procfs_root: str = "/proc",
+        nvml_sample_period_s: float | None = None,
+    ) -> None:
         if nvml is None:
             try:
                 import pynvml
@@ -138,6 +152,7 @@ class NvmlGpuSource:
                 ) from None
         self._nvml: Any = nvml
         self._procfs_root = procfs_root
+        self._nvml_sample_period_s = nvml_sample_period_s
         self._errors: dict[str, int] = {}
         self._warned: set[tuple[int, str]] = set()
         self._closed = False
@@ -157,7 +172,9 @@ class NvmlGpuSource:
         if count == 0:
             self._shutdown()
             raise SourceUnavailable("no_device", "NVML started but found no GPU")
-        self._gpus = [_Gpu(index=i) for i in range(count)]
+        self._gpus = [
+            _Gpu(index=i, util_window=UtilisationWindow(nvml_sample_period_s)) for i in range(count)
+        ]
         for gpu in self._gpus:
             try:
                 self._refresh(gpu)
@@ -169,7 +186,7 @@ class NvmlGpuSource:
     # ------------------------------------------------------------------ public
 
     def read(self, now: float) -> list[GpuReading]:
-        readings = [self._read_gpu(gpu) for gpu in self._gpus]
+        readings = [self._read_gpu(gpu, now) for gpu in self._gpus]
         seen = {p.pid for r in readings for p in (r.processes or ())}
         for pid in list(self._procs):
             if pid not in seen:
@@ -253,11 +270,11 @@ class NvmlGpuSource:
 
     # ------------------------------------------------------------------ one GPU
 
-    def _read_gpu(self, gpu: _Gpu) -> GpuReading:
+    def _read_gpu(self, gpu: _Gpu, now: float) -> GpuReading:
         try:
             if gpu.stale:
                 self._refresh(gpu)
-            return self._measure(gpu)
+            return self._measure(gpu, now)
         except _GpuFailed as failed:
             gpu.stale = True
             self._count(failed.kind)
@@ -272,14 +289,14 @@ class NvmlGpuSource:
                 error=failed.kind,
             )
 
-    def _measure(self, gpu: _Gpu) -> GpuReading:
+    def _measure(self, gpu: _Gpu, now: float) -> GpuReading:
         power_mw = self._call(gpu, "nvmlDeviceGetPowerUsage")
         energy_j = self._energy(gpu)
         util = self._call(gpu, "nvmlDeviceGetUtilizationRates")
         memory = self._call(gpu, "nvmlDeviceGetMemoryInfo")
         temp = self._call(gpu, "nvmlDeviceGetTemperature", _TEMPERATURE_GPU)
         limit_mw = self._call(gpu, "nvmlDeviceGetEnforcedPowerLimit")
-        processes = self._processes(gpu)
+        processes = self._processes(gpu, now)
         return GpuReading(
             index=gpu.index,
             uuid=gpu.uuid,
@@ -322,27 +339,40 @@ class NvmlGpuSource:
 
     # ------------------------------------------------------------------ processes
 
-    def _processes(self, gpu: _Gpu) -> tuple[GpuProcessSample, ...] | None:
+    def _processes(self, gpu: _Gpu, now: float) -> tuple[GpuProcessSample, ...] | None:
         listed: dict[int, Any] = {}
         memory: dict[int, int | None] = {}
+        mps_clients: set[int] = set()
         could_list = False
-        for fn_name in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-            infos = self._call(gpu, fn_name)
+        for fn_name in (
+            "nvmlDeviceGetComputeRunningProcesses",
+            "nvmlDeviceGetGraphicsRunningProcesses",
+            "nvmlDeviceGetMPSComputeRunningProcesses",
+        ):
+            mps = fn_name == "nvmlDeviceGetMPSComputeRunningProcesses"
+            infos = self._mps_clients(gpu) if mps else self._call(gpu, fn_name)
             if infos is None:
                 continue
-            could_list = True
+            # MPS clients alone are not the GPU's process list: other processes may hold it too.
+            could_list = could_list or not mps
             for info in infos:
                 pid = int(info.pid)
                 listed.setdefault(pid, info)
-                # A process using both compute and graphics shows in both lists with the same memory.
+                if mps:
+                    mps_clients.add(pid)
+                # A process in several lists (compute and graphics, MPS) shows with the same memory.
                 used = getattr(info, "usedGpuMemory", None)
                 known = memory.get(pid)
                 memory[pid] = known if used is None else max(int(used), known or 0)
         if not could_list:
             return None
-        sm_utils = self._sm_utils(gpu) if listed else {}
+        pids = list(listed)
+        utils = self._sm_utils(gpu, now, pids)
+        if mps_clients:
+            pids, utils = self._mps_split(pids, utils, mps_clients)
         samples = []
-        for pid, info in listed.items():
+        for pid, sm_util in zip(pids, utils, strict=True):
+            info = listed[pid]
             proc = self._proc_info(pid)
             gi_id: int | None = None
             share: float | None = None
@@ -356,7 +386,7 @@ class NvmlGpuSource:
                     pid=pid,
                     comm=proc.comm,
                     user=proc.user,
-                    sm_util=None if sm_utils is None else sm_utils.get(pid, 0.0),
+                    sm_util=sm_util,
                     used_memory_bytes=memory.get(pid),
                     start_time=proc.start_time,
                     gpu_instance_id=gi_id,
@@ -365,44 +395,108 @@ class NvmlGpuSource:
             )
         return tuple(samples)
 
-    def _sm_utils(self, gpu: _Gpu) -> dict[int, float] | None:
-        """Each pid's SM utilisation (0-1) averaged over the samples newer than the previous read.
-
-        None when there is nothing to go by (no new samples, not supported, MIG): attribution then
-        splits equally. A process with no sample while others have some was idle: 0.
-        """
-        if gpu.mig_enabled or not gpu.process_util_supported:
+    def _mps_clients(self, gpu: _Gpu) -> list[Any] | None:
+        """MPS clients (Volta and newer); None where the driver or pynvml cannot list them."""
+        if not gpu.mps_listing_supported or not hasattr(
+            self._nvml, "nvmlDeviceGetMPSComputeRunningProcesses"
+        ):
             return None
         try:
-            raw = self._nvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.last_util_timestamp_us)
+            return list(self._nvml.nvmlDeviceGetMPSComputeRunningProcesses(gpu.handle))
         except self._nvml.NVMLError as exc:
-            # NOT_FOUND: no sample newer than the timestamp. pynvml raises NVMLError(SUCCESS) when
-            # the driver reports zero samples without asking for a buffer: the same thing.
-            if exc.value in (_NOT_FOUND, _SUCCESS):
-                return None
             if exc.value in _NEVER_THERE:
-                gpu.process_util_supported = False
+                gpu.mps_listing_supported = False  # pre-Volta or an old driver: not worth asking again
                 return None
             if exc.value == _NO_PERMISSION:
-                self._denied(gpu, "nvmlDeviceGetProcessUtilization")
+                self._denied(gpu, "nvmlDeviceGetMPSComputeRunningProcesses")
                 return None
-            raise _GpuFailed(error_kind(exc.value), f"nvmlDeviceGetProcessUtilization: {exc}") from None
+            raise _GpuFailed(
+                error_kind(exc.value), f"nvmlDeviceGetMPSComputeRunningProcesses: {exc}"
+            ) from None
+
+    def _mps_split(
+        self, pids: list[int], utils: list[float | None], clients: set[int]
+    ) -> tuple[list[int], list[float | None]]:
+        """The MPS server does the clients' work: it is not charged itself while clients are listed.
+
+        Which PID NVML samples MPS work under is not documented. Where the clients have samples of
+        their own, those split the energy; where only the server has, its utilisation is shared
+        equally among the clients (nothing tells them apart).
+        """
+        servers = [
+            i
+            for i, pid in enumerate(pids)
+            if pid not in clients and self._proc_info(pid).comm == _MPS_SERVER_COMM
+        ]
+        if not servers:
+            return pids, utils
+        server_util = max((utils[i] or 0.0 for i in servers), default=0.0)
+        keep = [i for i in range(len(pids)) if i not in servers]
+        kept_pids = [pids[i] for i in keep]
+        kept = [utils[i] for i in keep]
+        members = [k for k, i in enumerate(keep) if pids[i] in clients]
+        if server_util > 0 and members and not any(kept[k] for k in members):
+            for k in members:
+                kept[k] = server_util / len(members)
+        return kept_pids, kept
+
+    def _sm_utils(self, gpu: _Gpu, now: float, pids: list[int]) -> list[float | None]:
+        """Each listed process's SM utilisation (0-1) for attribution, in ``pids`` order.
+
+        Brings in what NVML sampled since the previous read (at most one sample per process, none for
+        idle processes, NOT_FOUND when nothing is new) and lets UtilisationWindow turn the samples into
+        each process's utilisation over one stretch of time, the same for all of them; None
+        everywhere means no process ever had a sample, and attribution then splits equally. No
+        per-process utilisation at all on MIG.
+        """
+        if gpu.mig_enabled or not gpu.process_util_supported:
+            return [None] * len(pids)
+        if pids:
+            gpu.util_window.update(now, self._new_util_samples(gpu))
+        gpu.util_window.forget(pids)
+        return gpu.util_window.utilisation(now, pids)
+
+    def _new_util_samples(self, gpu: _Gpu) -> dict[int, tuple[float, int]]:
+        """pid -> (utilisation 0-1, NVML timestamp in us) for the samples newer than the last read."""
+        raw: Any = ()
+        for attempt in (1, 2):
+            try:
+                raw = self._nvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.last_util_timestamp_us)
+                break
+            except self._nvml.NVMLError as exc:
+                # NOT_FOUND: no sample newer than the timestamp. pynvml raises NVMLError(SUCCESS) when
+                # the driver reports zero samples without asking for a buffer: the same thing.
+                if exc.value in (_NOT_FOUND, _SUCCESS):
+                    return {}
+                if exc.value == _INSUFFICIENT_SIZE and attempt == 1:
+                    continue  # sampled between pynvml's size query and its read: ask once more
+                if exc.value == _INSUFFICIENT_SIZE:
+                    # Still moving: the timestamp stays, so the next read gets these samples.
+                    log.debug("GPU %d: process utilisation changed size twice in one read", gpu.index)
+                    return {}
+                if exc.value in _NEVER_THERE:
+                    gpu.process_util_supported = False
+                    return {}
+                if exc.value == _NO_PERMISSION:
+                    self._denied(gpu, "nvmlDeviceGetProcessUtilization")
+                    return {}
+                raise _GpuFailed(error_kind(exc.value), f"nvmlDeviceGetProcessUtilization: {exc}") from None
         sums: dict[int, float] = {}
         counts: dict[int, int] = {}
-        newest = gpu.last_util_timestamp_us
+        newest: dict[int, int] = {}
         for sample in raw:
             ts = int(sample.timeStamp)
-            # NVML should return only newer samples; the check keeps an old one from counting twice.
+            # NVML returns only newer samples; the check keeps an old one from counting twice anyway.
             if ts <= gpu.last_util_timestamp_us:
                 continue
-            newest = max(newest, ts)
             pid = int(sample.pid)
+            # Documented as one per process; should a driver send several, their mean is the interval's.
             sums[pid] = sums.get(pid, 0.0) + min(100.0, max(0.0, float(sample.smUtil)))
             counts[pid] = counts.get(pid, 0) + 1
-        gpu.last_util_timestamp_us = newest
-        if not counts:
-            return None
-        return {pid: sums[pid] / counts[pid] / 100.0 for pid in sums}
+            newest[pid] = max(newest.get(pid, 0), ts)
+        if newest:
+            gpu.last_util_timestamp_us = max(gpu.last_util_timestamp_us, *newest.values())
+        return {pid: (sums[pid] / counts[pid] / 100.0, newest[pid]) for pid in sums}
 
     def _mig_share(self, gpu: _Gpu, gi_id: int) -> float | None:
         if gi_id not in gpu.mig_shares:
@@ -423,15 +517,17 @@ class NvmlGpuSource:
 
     def _mig_layout_or_fail(self, gpu: _Gpu) -> dict[int, float | None]:
         absent = _FIELD_ABSENT | {_NOT_FOUND, _INVALID_ARGUMENT}
-        board = self._call(gpu, "nvmlDeviceGetAttributes", absent=absent)
-        board_sms = int(board.multiprocessorCount) if board is not None else 0
+        # Shares are of what MIG can hand out: the largest GPU-instance profile's SMs (7 x 14 = 98 on an
+        # A100, whose board has 108). Against the board's count, seven busy 1g instances would leave
+        # the SMs MIG never uses "unattributed" for good. The board's count is the fallback.
+        board_sms = 0
+        for profile in range(_GPU_INSTANCE_PROFILE_COUNT):
+            info = self._call(gpu, "nvmlDeviceGetGpuInstanceProfileInfo", profile, absent=absent)
+            if info is not None:
+                board_sms = max(board_sms, int(info.multiprocessorCount))
         if board_sms <= 0:
-            # Some drivers only answer GetAttributes for MIG handles; the largest GPU-instance profile
-            # spans all the SMs MIG can hand out.
-            for profile in range(_GPU_INSTANCE_PROFILE_COUNT):
-                info = self._call(gpu, "nvmlDeviceGetGpuInstanceProfileInfo", profile, absent=absent)
-                if info is not None:
-                    board_sms = max(board_sms, int(info.multiprocessorCount))
+            board = self._call(gpu, "nvmlDeviceGetAttributes", absent=absent)
+            board_sms = int(board.multiprocessorCount) if board is not None else 0
         slots = self._call(gpu, "nvmlDeviceGetMaxMigDeviceCount", absent=absent)
         shares: dict[int, float | None] = {}
         for slot in range(int(slots or 0)):

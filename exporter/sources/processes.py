@@ -90,16 +90,25 @@ class ProcessCpuTimes:
         self._previous_busy = 0
         self._users: dict[ProcessKey, str] = {}
         self._names: dict[int, str] = {}
+        # Online CPUs in the last read of /proc/stat (0 when it lists none): busy seconds / (interval x
+        # this) is the machine's utilisation.
+        self.cpu_count = 0
 
     def _busy_ticks(self) -> int:
         data = _read_bytes(os.path.join(self._root, "stat")) or b""
+        busy = cpus = 0
         for line in data.splitlines():
             if line.startswith(b"cpu "):
                 values = [int(v) for v in line.split()[1:]]
                 values += [0] * (8 - len(values))
                 # user nice system idle iowait irq softirq steal (guest time is already in user).
-                return values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
-        return 0
+                busy = values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
+            elif line.startswith(b"cpu"):
+                cpus += 1  # one line per online CPU
+            elif cpus or busy:
+                break  # the cpu lines come first
+        self.cpu_count = cpus
+        return busy
 
     def _user(self, key: ProcessKey) -> str:
         user = self._users.get(key)
