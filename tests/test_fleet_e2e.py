@@ -180,6 +180,21 @@ def test_fleet_rules_sum_nodes_per_rack(tmp_path: Path) -> None:
     assert "SUCCESS" in result.stdout
 
 
+def _rack_b_silent(eval_time: str, dark_for: str) -> dict[str, object]:
+    """promtool's expectation of FootprintRackAgentSilent for rack b, dark for DARK_FOR at EVAL_TIME."""
+    description = (
+        f"The Prometheus agent of rack b (dc1) has sent nothing for {dark_for}: the agent is down or "
+        "cannot reach the remote_write endpoint."
+    )
+    labels = {"severity": "warning", "datacenter": "dc1", "rack": "b"}
+    annotations = {"summary": f"No samples from rack b for {dark_for}.", "description": description}
+    return {
+        "alertname": "FootprintRackAgentSilent",
+        "eval_time": eval_time,
+        "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}],
+    }
+
+
 def test_rack_alerts_fire_only_after_their_for_duration(tmp_path: Path) -> None:
     up = 'up{job="footprint-exporter",datacenter="dc1",rack="a",instance="n%d"}'
     tests = {
@@ -216,34 +231,8 @@ def test_rack_alerts_fire_only_after_their_for_duration(tmp_path: Path) -> None:
                     # Rack b's last sample is at minute 10: silent after 5 minutes without one, and still
                     # firing long after its samples have left every lookback window (it stays dark).
                     {"alertname": "FootprintRackAgentSilent", "eval_time": "15m", "exp_alerts": []},
-                    {
-                        "alertname": "FootprintRackAgentSilent",
-                        "eval_time": "16m",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"severity": "warning", "datacenter": "dc1", "rack": "b"},
-                                "exp_annotations": {
-                                    "summary": "No samples from rack b for 6m 0s.",
-                                    "description": "The Prometheus agent of rack b (dc1) has sent nothing for "
-                                    "6m 0s: the agent is down or cannot reach the remote_write endpoint.",
-                                },
-                            }
-                        ],
-                    },
-                    {
-                        "alertname": "FootprintRackAgentSilent",
-                        "eval_time": "90m",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"severity": "warning", "datacenter": "dc1", "rack": "b"},
-                                "exp_annotations": {
-                                    "summary": "No samples from rack b for 1h 20m 0s.",
-                                    "description": "The Prometheus agent of rack b (dc1) has sent nothing for "
-                                    "1h 20m 0s: the agent is down or cannot reach the remote_write endpoint.",
-                                },
-                            }
-                        ],
-                    },
+                    _rack_b_silent("16m", "6m 0s"),
+                    _rack_b_silent("90m", "1h 20m 0s"),
                 ],
             }
         ],
