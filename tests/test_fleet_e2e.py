@@ -72,7 +72,7 @@ def test_central_config_with_the_rules_beside_it_is_valid(tmp_path: Path) -> Non
     (tmp_path / "rules").mkdir()
     result = _promtool("check", "config", tmp_path / "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    assert "SUCCESS: 12 rules found" in result.stdout
 
 
 def test_file_sd_example_has_one_node_label_per_target() -> None:
