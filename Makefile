@@ -1,10 +1,20 @@
 # Two commands matter: `make run` and `make test`. Both create the virtual environment on first use.
+# `make help` lists every target. A line "## target: text" above a target is its entry in that list.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
+# make run listens on this machine only: the series name users, pods and commands. The exporter's own
+# default (--web.listen-address=:9877, all interfaces) is what a node deployment uses; LISTEN=:9877 here too.
+LISTEN ?= 127.0.0.1:9877
 
-.PHONY: run test test-fast lint format bench demo budgets check-budgets validate-gpu clean
+.DEFAULT_GOAL := help
+.PHONY: help run test test-fast lint format bench demo budgets check-budgets validate-gpu screenshots clean
+
+## help: this list
+help:
+	@awk '/^## [a-z][a-z-]*:/ { sub(/^## /, ""); name = $$0; sub(/:.*/, "", name); text = $$0; \
+	  sub(/^[^:]*: */, "", text); printf "  make %-14s %s\n", name, text }' $(MAKEFILE_LIST)
 
 $(BIN)/footprint-exporter: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,9 +22,9 @@ $(BIN)/footprint-exporter: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-## run: the exporter on :9877 (GPU via NVML if present; ARGS=--source.gpu=simulated for a simulated fleet)
+## run: the exporter on http://localhost:9877 (GPUs via NVML if present; ARGS=--source.gpu=simulated to simulate)
 run: $(BIN)/footprint-exporter
-	$(BIN)/footprint-exporter $(ARGS)
+	$(BIN)/footprint-exporter --web.listen-address=$(LISTEN) $(ARGS)
 
 ## test: lint, types and the whole test suite (integration tests start real Prometheus/Alertmanager)
 test: $(BIN)/footprint-exporter
@@ -23,14 +33,17 @@ test: $(BIN)/footprint-exporter
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 
+## test-fast: the tests not marked integration (no exporter, Prometheus or Alertmanager started)
 test-fast: $(BIN)/footprint-exporter
 	$(BIN)/pytest -q -m "not integration"
 
+## lint: ruff (lint and format check) and strict mypy, no tests
 lint: $(BIN)/footprint-exporter
 	$(BIN)/ruff check exporter tests benchmarks
 	$(BIN)/ruff format --check exporter tests benchmarks
 	$(BIN)/mypy
 
+## format: reformat the code with ruff and apply its safe fixes
 format: $(BIN)/footprint-exporter
 	$(BIN)/ruff format exporter tests benchmarks
 	$(BIN)/ruff check --fix exporter tests benchmarks
@@ -52,8 +65,16 @@ demo: $(BIN)/footprint-exporter
 budgets: $(BIN)/footprint-exporter
 	$(BIN)/footprint-exporter budgets render
 
+## check-budgets: fail if the committed budget rules differ from what prometheus/budgets.yml renders to
 check-budgets: $(BIN)/footprint-exporter
 	$(BIN)/footprint-exporter budgets check
 
+## screenshots: redraw docs/img/landing.png and docs/img/report.png in headless Chromium (from the tests' data)
+screenshots: $(BIN)/footprint-exporter
+	FOOTPRINT_SCREENSHOTS=docs/img $(BIN)/pytest -q -p no:cacheprovider \
+	  tests/test_landing.py::test_landing_page_in_chromium_warns_about_the_world_average \
+	  tests/test_report.py::test_html_renders_in_chromium_with_charts_and_no_errors
+
+## clean: remove the virtual environment and build and tool caches
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

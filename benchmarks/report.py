@@ -209,7 +209,7 @@ def render(
             )
         out.append("")
     if targets:
-        out += ["## DESIGN.md section 7 targets", "", "| target | measured | holds |", "|---|---:|---|"]
+        out += ["## Design targets", "", "| target | measured | holds |", "|---|---:|---|"]
         out += [f"| {name} | {value} | {_holds(ok)} |" for name, value, ok in targets]
         out.append("")
     return "\n".join(out)

@@ -1028,7 +1028,19 @@ def render_files(bf: BudgetFile, source: str) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------------------- CLI
 
 
+def default_root(cwd: Path | None = None) -> Path:
+    """Where the default files are: the working folder when it holds prometheus/budgets.yml, else the
+    source checkout this package runs from (so ``budgets check`` works from any folder), else the
+    working folder (and the error names the path tried)."""
+    here = Path.cwd() if cwd is None else cwd
+    if (here / DEFAULT_BUDGETS).is_file():
+        return here
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / DEFAULT_BUDGETS).is_file() else here
+
+
 def _parser() -> argparse.ArgumentParser:
+    root = default_root()
     parser = argparse.ArgumentParser(
         prog="footprint-exporter budgets",
         description="Render carbon budgets into Prometheus rules (and optionally Grafana-managed alerts).",
@@ -1039,12 +1051,28 @@ def _parser() -> argparse.ArgumentParser:
         ("check", "exit 1 if the committed rules are stale"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--budgets", type=Path, default=DEFAULT_BUDGETS, help="budgets file (YAML)")
-        p.add_argument("--rules-out", type=Path, default=DEFAULT_RULES_OUT, help="Prometheus rules file")
         p.add_argument(
-            "--grafana-out", type=Path, default=DEFAULT_GRAFANA_OUT, help="Grafana alerting provisioning file"
+            "--budgets", type=Path, default=_default_path(root, DEFAULT_BUDGETS), help="budgets file (YAML)"
+        )
+        p.add_argument(
+            "--rules-out",
+            type=Path,
+            default=_default_path(root, DEFAULT_RULES_OUT),
+            help="Prometheus rules file",
+        )
+        p.add_argument(
+            "--grafana-out",
+            type=Path,
+            default=_default_path(root, DEFAULT_GRAFANA_OUT),
+            help="Grafana alerting provisioning file",
         )
     return parser
+
+
+def _default_path(root: Path, relative: Path) -> Path:
+    """The default path, relative when it is under the working folder (shorter messages), else absolute."""
+    path = root / relative
+    return relative if root == Path.cwd() else path
 
 
 def main(argv: list[str]) -> int:
@@ -1056,7 +1084,8 @@ def main(argv: list[str]) -> int:
     try:
         bf = load_budgets(args.budgets)
     except ConfigError as exc:
-        print(f"{args.budgets}: {exc}", file=sys.stderr)
+        # A file that cannot be read (or parsed) is named in the problem itself: say it once.
+        print(exc.problem if exc.key == str(args.budgets) else f"{args.budgets}: {exc}", file=sys.stderr)
         return 2
     rules_text, grafana_text = render_files(bf, args.budgets.name)
     outputs = ((args.rules_out, rules_text), (args.grafana_out, grafana_text))

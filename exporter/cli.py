@@ -22,6 +22,7 @@ from exporter.collector import ConnectionLimitCollector, SnapshotCollector
 from exporter.config import Config, load_config, parse_listen_address
 from exporter.connection_limit import ConnectionLimiter
 from exporter.errors import ConfigError
+from exporter.landing import render_landing
 from exporter.sampler import PROCESS_STATE_KEYS, Attribution, Sampler
 from exporter.sources import CpuSource, GpuSource, NodeSource, SourceUnavailable
 from exporter.sources.pci import count_nvidia_gpus
@@ -356,6 +357,13 @@ def run_exporter(argv: Sequence[str]) -> int:
         doc = central.payload(carbon.zone, sampler.snapshot.intensities, time.time())
         return json.dumps(doc).encode(), "application/json"
 
+    started_at = time.time()
+
+    def landing() -> tuple[bytes, str]:
+        return render_landing(
+            sampler.snapshot, cfg["web.telemetry-path"], started_at
+        ), "text/html; charset=utf-8"
+
     try:
         server = serve(
             host,
@@ -365,7 +373,7 @@ def run_exporter(argv: Sequence[str]) -> int:
             cfg["web.telemetry-path"],
             healthy,
             limiter=limiter,
-            routes={central.PATH: carbon_json},
+            routes={central.PATH: carbon_json, "/": landing},
         )
     except OSError as exc:
         for source in (gpu_source, cpu_source):
@@ -408,6 +416,10 @@ def run_exporter(argv: Sequence[str]) -> int:
     if node is not None:
         node.start()  # the BMC is slow: read on its own thread, never from a tick or a scrape
     sampler_thread.start()
+    from exporter.carbon.status import startup_summary
+
+    for level, message in startup_summary(carbon_cfg, carbon.intensities()):
+        log.log(level, "%s", message)
     bound_host, bound_port = server.server_address[:2]
     log.info(
         "listening on %s:%s (gpu source %s, cpu source %s, node source %s, TLS %s, basic auth %s)",
@@ -461,6 +473,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.budgets import main as budgets_main
 
         return budgets_main(args[1:])
+    if args and args[0] == "report":
+        from exporter.report.main import main as report_main
+
+        return report_main(args[1:])
     if args and args[0] == "validate-gpu":
         from exporter.validate_gpu.main import main as validate_main
 

@@ -435,18 +435,36 @@ def load_file(path: str) -> tuple[dict[str, Any], Any]:
     return values, structured.get("carbon")
 
 
+SUBCOMMANDS = (
+    ("record", "write a replay trace from this node's GPUs (NVML)"),
+    ("budgets", "render or check the carbon-budget rules (budgets render | budgets check)"),
+    ("report", "a period's footprint from Prometheus as CSV, JSON, Markdown or HTML"),
+    ("validate-gpu", "measure NVML and the exporter on a real GPU"),
+)
+
+
+def _help_text(flag: Flag) -> str:
+    bounds = f"{flag.bounds_text}; " if flag.bounds_text else ""
+    # A flag whose help already says what happens when it is unset ("default: from the CPU model") gets no
+    # second, misleading "default none".
+    if flag.default_text is None and "(default" in flag.help:
+        return f"{flag.help} ({bounds}env {flag.env})"
+    return f"{flag.help} ({bounds}default {flag.default_text or 'none'}; env {flag.env})"
+
+
 def build_parser(prog: str = "footprint-exporter") -> argparse.ArgumentParser:
     parser = _Parser(
         prog=prog,
         description="Energy and carbon footprint of AI workloads, for Prometheus. "
         "Every flag can also be set in the --config.file YAML and as an environment variable "
-        f"{ENV_PREFIX}<FLAG>. Subcommands: record (write a replay trace), budgets (render "
-        "carbon-budget rules).",
+        f"{ENV_PREFIX}<FLAG>.",
+        epilog="subcommands (each has its own --help):\n"
+        + "".join(f"  {prog} {name:<13} {text}\n" for name, text in SUBCOMMANDS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     for flag in FLAGS:
-        bounds = f"{flag.bounds_text}; " if flag.bounds_text else ""
-        help_text = f"{flag.help} ({bounds}default {flag.default_text or 'none'}; env {flag.env})"
+        help_text = _help_text(flag)
         if flag.kind == "bool":
             parser.add_argument(
                 f"--{flag.name}",
@@ -457,7 +475,11 @@ def build_parser(prog: str = "footprint-exporter") -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(
-                f"--{flag.name}", dest=flag.name, default=None, metavar=flag.kind.upper(), help=help_text
+                f"--{flag.name}",
+                dest=flag.name,
+                default=None,
+                metavar="{" + ",".join(flag.choices) + "}" if flag.choices else flag.kind.upper(),
+                help=help_text,
             )
     parser.add_argument("--version", action="store_true", help="Print the version and exit.")
     return parser

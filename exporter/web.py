@@ -312,8 +312,16 @@ def make_handler(
                 # and it is several times cheaper to produce than OpenMetrics through the generic encoder.
                 self._send(200, render_text(registry), TEXT_FORMAT)
             elif path == "/":
-                body = _LANDING.format(version=__version__, path=telemetry_path).encode()
-                self._send(200, body, "text/html; charset=utf-8")
+                # The exporter gives its landing page (exporter.landing, from the snapshot) as the "/" route.
+                body, content_type = (
+                    routes["/"]()
+                    if routes and "/" in routes
+                    else (
+                        _LANDING.format(version=__version__, path=telemetry_path).encode(),
+                        "text/html; charset=utf-8",
+                    )
+                )
+                self._send(200, body, content_type)
             elif path == "/healthz":
                 ok, reason = healthy()
                 self._send(200 if ok else 503, (reason + "\n").encode())

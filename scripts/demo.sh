@@ -13,7 +13,7 @@ EXPORTER="${EXPORTER:-$ROOT/.venv/bin/footprint-exporter}"
 PROMETHEUS_BIN="$(command -v prometheus || true)"
 ALERTMANAGER_BIN="$(command -v prometheus-alertmanager || command -v alertmanager || true)"
 
-[ -x "$EXPORTER" ] || { echo "demo: $EXPORTER not found (run 'make venv' or set EXPORTER)" >&2; exit 1; }
+[ -x "$EXPORTER" ] || { echo "demo: $EXPORTER not found (run 'make demo', which creates .venv, or set EXPORTER)" >&2; exit 1; }
 [ -n "$PROMETHEUS_BIN" ] || { echo "demo: prometheus not installed (apt-get install prometheus)" >&2; exit 1; }
 [ -n "$ALERTMANAGER_BIN" ] || { echo "demo: alertmanager not installed (apt-get install prometheus-alertmanager)" >&2; exit 1; }
 
@@ -71,7 +71,7 @@ wait_ready prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" "$WORK/prometh
 
 cat <<MSG
 AI Footprint demo is running (data and logs in $WORK):
-  exporter      http://127.0.0.1:$EXPORTER_PORT/metrics
+  exporter      http://127.0.0.1:$EXPORTER_PORT/   (the node's footprint; series on /metrics)
   prometheus    http://127.0.0.1:$PROMETHEUS_PORT   (alerts: http://127.0.0.1:$PROMETHEUS_PORT/alerts)
   alertmanager  http://127.0.0.1:$ALERTMANAGER_PORT
 Try in Prometheus: fleet:footprint_power_watts:sum, footprint:budget_usage:ratio
@@ -85,6 +85,8 @@ Where to look:
   routed and muted    http://127.0.0.1:$ALERTMANAGER_PORT/#/alerts   (the page goes to footprint-critical)
   the numbers         http://127.0.0.1:$PROMETHEUS_PORT/graph?g0.expr=footprint%3Abudget_usage%3Aratio
                       (also footprint:budget_projected_usage:ratio, footprint:budget_coverage:ratio)
+A report of what Prometheus stored (after a few minutes), by namespace, as a web page:
+  $EXPORTER report --prometheus.url http://127.0.0.1:$PROMETHEUS_PORT --from now-15m --by namespace --format html --output report.html
 Press Ctrl-C to stop.
 MSG
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -441,6 +442,37 @@ def test_the_console_script_runs_check_on_the_committed_files() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_defaults_work_from_any_folder(tmp_path: Path) -> None:
+    """Outside the checkout, `budgets check` finds the checkout's files; an error names a path once."""
+    script = Path(sys.executable).parent / "footprint-exporter"
+    outside = subprocess.run(
+        [str(script), "budgets", "check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert outside.returncode == 0, outside.stderr
+    missing = subprocess.run(
+        [str(script), "budgets", "check", "--budgets", "nope.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (
+        missing.returncode == 2
+        and missing.stderr.strip() == "cannot read nope.yml: No such file or directory"
+    )
+    # A folder with its own prometheus/budgets.yml is used as it is: render writes beside it.
+    (tmp_path / "prometheus").mkdir()
+    (tmp_path / "prometheus" / "budgets.yml").write_text("budgets: []\n")
+    assert budgets.default_root(tmp_path) == tmp_path
+    assert budgets.default_root(tmp_path / "prometheus") == ROOT
 
 
 # ------------------------------------------------------------------------ against a real Prometheus

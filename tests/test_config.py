@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from exporter.config import FLAGS, load_config, parse_listen_address
+from exporter.config import FLAGS, build_parser, load_config, parse_listen_address
 from exporter.errors import ConfigError
 
 
@@ -109,3 +110,17 @@ def test_carbon_section_is_passed_through(tmp_path: Path) -> None:
 )
 def test_listen_address(text: str, expected: tuple[str, int]) -> None:
     assert parse_listen_address(text) == expected
+
+
+def test_help_lists_subcommands_choices_and_one_default_each() -> None:
+    text = build_parser().format_help()
+    for name in ("record", "budgets", "report", "validate-gpu"):
+        assert re.search(rf"^  footprint-exporter {name} +\S", text, re.M), name
+    # One entry per option: from its "--name" line to the next option.
+    entries = re.split(r"\n  (?=--)", text.split("options:", 1)[1])
+    by_flag = {e.split()[0].rstrip(","): " ".join(e.split()) for e in entries if e.startswith("--")}
+    for flag in FLAGS:
+        entry = by_flag[f"--{flag.name}"]
+        assert len(re.findall(r"(?:\(|; )default[ :]", entry)) == 1, entry
+        if flag.choices:
+            assert "{" + ",".join(flag.choices) + "}" in entry, entry

@@ -209,7 +209,7 @@ def unit_copy(tmp_path: Path) -> Path:
 
 def test_systemd_analyze_verify_is_clean(unit_copy: Path) -> None:
     analyze = shutil.which("systemd-analyze")
-    assert analyze is not None
+    assert analyze is not None, "systemd-analyze is missing (Debian package systemd; .ci/run installs it)"
     result = subprocess.run(
         [analyze, "verify", str(unit_copy)], capture_output=True, text=True, timeout=60, check=False
     )
@@ -221,7 +221,7 @@ def test_systemd_analyze_verify_is_clean(unit_copy: Path) -> None:
 
 def test_systemd_analyze_security_exposure_is_low(unit_copy: Path) -> None:
     analyze = shutil.which("systemd-analyze")
-    assert analyze is not None
+    assert analyze is not None, "systemd-analyze is missing (Debian package systemd; .ci/run installs it)"
     result = subprocess.run(
         [analyze, "security", "--offline=yes", str(unit_copy)],
         capture_output=True,
