@@ -57,7 +57,7 @@ VALIDATE_OUT ?= validation-out
 validate-gpu: $(BIN)/footprint-exporter
 	$(BIN)/footprint-exporter validate-gpu --out $(VALIDATE_OUT) $(ARGS)
 
-## demo: simulated fleet + local Prometheus and Alertmanager (Debian packages)
+## demo: simulated fleet + local Prometheus and Alertmanager (Debian packages); demo budgets alert within ~2 min
 demo: $(BIN)/footprint-exporter
 	bash scripts/demo.sh
 

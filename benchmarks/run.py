@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from benchmarks import accuracy, overhead, report, scale, sharing
+from benchmarks import accuracy, budgets, overhead, report, scale, sharing
 from benchmarks.fakes import build_rig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("scale", "overhead", "accuracy"),
+        choices=("scale", "overhead", "accuracy", "budgets"),
         help="run only these parts (repeatable)",
     )
     parser.add_argument(
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         print(profile())
         return 0
-    parts = set(args.only or ("scale", "overhead", "accuracy"))
+    parts = set(args.only or ("scale", "overhead", "accuracy", "budgets"))
     machine = report.machine()
     duration = args.duration if args.duration is not None else (10.0 if args.quick else 60.0)
     started = time.monotonic()
@@ -84,9 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             burst=5 if args.quick else 20,
             with_codecarbon=not args.no_codecarbon,
         )
+    budget_rows = budgets.run(args.quick) if "budgets" in parts else []
     mode = "quick (--quick)" if args.quick else "full"
     text = report.render(
-        sizes, over, acc, f"{mode}, {time.monotonic() - started:.0f} s", machine, duration, shared
+        sizes,
+        over,
+        acc,
+        f"{mode}, {time.monotonic() - started:.0f} s",
+        machine,
+        duration,
+        shared,
+        budget_rows,
     )
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,12 @@ Json = dict[str, Any]
 
 
 # Recording series of prometheus/rules/budgets.rules.yml (rendered from prometheus/budgets.yml); they
-# carry the labels budget, period and scope, and no instance.
-BUDGET_USAGE = "footprint:budget_usage:ratio"
+# carry the labels budget, period and scope (and cluster for a budget of one cluster), and no instance.
+BUDGET_SEL = 'cluster=~"$cluster"'
+BUDGET_USAGE = f"footprint:budget_usage:ratio{{{BUDGET_SEL}}}"
 BUDGET_LEGEND = "{{budget}} ({{period}})"
+# Our alerts only: kube-prometheus' always-firing Watchdog and other teams' alerts are not counted.
+OUR_ALERTS = 'alertname=~"Footprint.+|CarbonBudget.+"'
 
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
@@ -28,13 +31,18 @@ TAGS = ["footprint", "energy", "carbon"]
 
 # Label selectors shared by many queries; a variable set to "All" expands to ".*", which also
 # matches series where the label is empty (a process with no pod or Slurm job).
-INST = 'instance=~"$instance"'
+CLUSTER = 'cluster=~"$cluster"'
+INST = f'{CLUSTER}, instance=~"$instance"'
 GPU_SEL = f'{INST}, gpu=~"$gpu"'
 PROC_GPU = f'{GPU_SEL}, namespace=~"$namespace"'
 PROC_CPU = f'{INST}, namespace=~"$namespace"'
 ZONE = f'{INST}, zone=~"$zone"'
 
 KWH = 3.6e6  # joules per kWh: energy is exported in joules, people read kWh
+# The recorded 5m rates of prometheus/rules/footprint.rules.yml are sampled every minute (the
+# footprint-rates group's pinned interval): sum_over_time(rate[range]) * 60 is the range's total, reading
+# one recorded series per node or workload instead of every raw GPU and process series.
+RULE_STEP_S = 60
 WORKLOAD_LABELS = "instance, gpu, pid, comm, user, namespace, pod, slurm_job_id"
 
 UNIT_INTENSITY = "suffix: gCO2e/kWh"
@@ -50,6 +58,21 @@ UP_MAPPINGS: list[Json] = [
         },
     },
 ]
+
+
+# Colours from the bottom up: the first step's value is None (everything below the next step).
+Steps = list[tuple[float | None, str]]
+NEUTRAL: Steps = [(None, "blue")]
+USAGE_STEPS: Steps = [(None, "green"), (0.8, "orange"), (1.0, "red")]  # share of a budget
+COVERAGE_STEPS: Steps = [(None, "red"), (0.95, "green")]  # CarbonBudgetCoverageLow below 95 %
+ALERT_STEPS: Steps = [(None, "green"), (1.0, "red")]
+UP_STEPS: Steps = [(None, "red"), (1.0, "green")]
+POWER_SHARE_STEPS: Steps = [(None, "green"), (0.9, "orange"), (0.98, "red")]  # near the cap: throttled
+IDLE_STEPS: Steps = [(None, "green"), (0.5, "orange"), (0.9, "red")]  # FootprintGpuIdleWaste at 95 %
+
+
+def thresholds(steps: Steps) -> Json:
+    return {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in steps]}
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -98,8 +121,12 @@ def timeseries(
     stack: bool = False,
     overrides: list[Json] | None = None,
     maximum: float | None = None,
+    steps: Steps | None = None,
 ) -> Json:
     p = _panel("timeseries", title, description, unit, targets, w, h)
+    if steps:
+        # Drawn as dashed lines: where a budget's usage turns orange and red.
+        p["fieldConfig"]["defaults"]["thresholds"] = thresholds(steps)
     custom: Json = {
         "drawStyle": "line",
         "lineWidth": 1,
@@ -107,6 +134,7 @@ def timeseries(
         "showPoints": "never",
         "spanNulls": False,
         "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        "thresholdsStyle": {"mode": "dashed" if steps else "off"},
     }
     p["fieldConfig"]["defaults"]["custom"] = custom
     if maximum is not None:
@@ -137,10 +165,12 @@ def stat(
     decimals: int | None = None,
     mappings: list[Json] | None = None,
     color_mode: str = "value",
+    steps: Steps = NEUTRAL,
 ) -> Json:
     for t in targets:
         t["instant"], t["range"] = True, False
     p = _panel("stat", title, description, unit, targets, w, h)
+    p["fieldConfig"]["defaults"]["thresholds"] = thresholds(steps)
     if time_from:
         # A panel-level relative time makes $__range "since midnight" (now/d) or "30 days" (30d).
         p["timeFrom"] = time_from
@@ -169,10 +199,12 @@ def bargauge(
     h: int = 8,
     maximum: float | None = None,
     time_from: str | None = None,
+    steps: Steps = NEUTRAL,
 ) -> Json:
     for t in targets:
         t["instant"], t["range"] = True, False
     p = _panel("bargauge", title, description, unit, targets, w, h)
+    p["fieldConfig"]["defaults"]["thresholds"] = thresholds(steps)
     p["fieldConfig"]["defaults"]["min"] = 0
     if maximum is not None:
         p["fieldConfig"]["defaults"]["max"] = maximum
@@ -246,7 +278,7 @@ def alert_list(title: str, description: str, *, w: int = 12, h: int = 8) -> Json
             "sortOrder": 1,
             "dashboardAlerts": False,
             "alertName": "",
-            "alertInstanceLabelFilter": "",
+            "alertInstanceLabelFilter": "{" + OUR_ALERTS + "}",
             "stateFilter": {"firing": True, "pending": True, "noData": False, "normal": False, "error": True},
             "folder": None,
             "datasource": None,
@@ -304,19 +336,26 @@ def query_variable(name: str, label: str, query: str) -> Json:
     }
 
 
+def cluster_variable() -> Json:
+    """Clusters writing to this Prometheus (their external or target label); "All" also matches none."""
+    return query_variable("cluster", "Cluster", "label_values(footprint_build_info, cluster)")
+
+
 def instance_variable() -> Json:
-    return query_variable("instance", "Node", "label_values(footprint_build_info, instance)")
+    return query_variable(
+        "instance", "Node", 'label_values(footprint_build_info{cluster=~"$cluster"}, instance)'
+    )
 
 
 def gpu_variable() -> Json:
-    return query_variable("gpu", "GPU", 'label_values(footprint_gpu_info{instance=~"$instance"}, gpu)')
+    return query_variable("gpu", "GPU", f"label_values(footprint_gpu_info{{{INST}}}, gpu)")
 
 
 def namespace_variable() -> Json:
     return query_variable(
         "namespace",
         "Namespace",
-        'label_values(footprint_process_gpu_energy_joules_total{instance=~"$instance"}, namespace)',
+        f"label_values(footprint_process_gpu_energy_joules_total{{{INST}}}, namespace)",
     )
 
 
@@ -324,7 +363,7 @@ def zone_variable() -> Json:
     return query_variable(
         "zone",
         "Grid zone",
-        'label_values(footprint_grid_carbon_intensity_grams_per_kwh{instance=~"$instance"}, zone)',
+        f"label_values(footprint_grid_carbon_intensity_grams_per_kwh{{{INST}}}, zone)",
     )
 
 
@@ -383,7 +422,7 @@ def dashboard(
                 }
             ]
         },
-        "templating": {"list": [datasource_variable(), *variables]},
+        "templating": {"list": [datasource_variable(), cluster_variable(), *variables]},
         "panels": layout(panels),
     }
 
@@ -397,10 +436,15 @@ PROCESS_ENERGY = '{__name__=~"footprint_process_(gpu|cpu)_energy_joules_total", 
 PROCESS_EMISSIONS = '{__name__=~"footprint_process_(gpu|cpu)_emissions_grams_total", %s}'
 
 
-def fleet_overview() -> Json:
-    energy = ENERGY_ALL % INST
-    emissions = EMISSIONS_ALL % INST
-    panels = [
+def _recorded_total(series: str, sel: str, by: str = "") -> str:
+    """The total of a recorded 5m rate over the dashboard's range (see RULE_STEP_S)."""
+    grouping = f" by ({by})" if by else ""
+    return f"sum{grouping} (sum_over_time({series}{{{sel}}}[$__range])) * {RULE_STEP_S}"
+
+
+def headline_stats() -> list[Json]:
+    """Power now, today's and the last 30 days' energy and CO2e, and our firing alerts."""
+    return [
         stat(
             "Power now",
             "Whole-node input power from the BMC where a node source is configured, else GPU board "
@@ -411,45 +455,120 @@ def fleet_overview() -> Json:
         stat(
             "Energy today",
             "GPU and CPU energy, plus the unmetered rest of the node where a BMC is read, since midnight "
-            "(browser time zone), kWh.",
+            "(browser time zone), kWh, from the recorded 5m rates.",
             "kwatth",
-            [target(f"sum(increase({energy}[$__range])) / {KWH:g}")],
+            [target(f"{_recorded_total('instance:footprint_energy_joules:rate5m', INST)} / {KWH:g}")],
             time_from="now/d",
             decimals=2,
         ),
         stat(
             "CO2e today",
             "Operational emissions (average grid signal, PUE included) of GPUs and CPUs "
-            "since midnight, kg CO2e.",
+            "since midnight, kg CO2e, from the recorded 5m rates.",
             "masskg",
-            [target(f"sum(increase({emissions}[$__range])) / 1000")],
+            [target(f"{_recorded_total('instance:footprint_emissions_grams:rate5m', INST)} / 1000")],
             time_from="now/d",
             decimals=3,
         ),
         stat(
             "Energy, 30 days",
             "GPU and CPU energy, plus the unmetered rest of the node where a BMC is read, over the last "
-            "30 days, kWh.",
+            "30 days, kWh (recording rule instance:footprint_energy_joules:increase30d).",
             "kwatth",
-            [target(f"sum(increase({energy}[$__range])) / {KWH:g}")],
-            time_from="30d",
+            [target(f"sum(instance:footprint_energy_joules:increase30d{{{INST}}}) / {KWH:g}")],
             decimals=1,
         ),
         stat(
             "CO2e, 30 days",
-            "Operational emissions of GPUs and CPUs over the last 30 days, kg CO2e.",
+            "Operational emissions of GPUs and CPUs over the last 30 days, kg CO2e (recording rule "
+            "instance:footprint_emissions_grams:increase30d).",
             "masskg",
-            [target(f"sum(increase({emissions}[$__range])) / 1000")],
-            time_from="30d",
+            [target(f"sum(instance:footprint_emissions_grams:increase30d{{{INST}}}) / 1000")],
             decimals=2,
         ),
         stat(
             "Alerts firing",
-            "Prometheus alerts firing now (carbon budgets and operational alerts); 0 when none.",
+            "Footprint and carbon-budget alerts firing now in Prometheus (not Watchdog, not other "
+            "teams' alerts); 0 when none.",
             "none",
-            [target('count(ALERTS{alertstate="firing"}) or vector(0)')],
+            [target(f'count(ALERTS{{alertstate="firing", {OUR_ALERTS}}}) or vector(0)')],
             color_mode="background",
+            steps=ALERT_STEPS,
         ),
+    ]
+
+
+def top_emitters() -> list[Json]:
+    """The ten nodes, namespaces, Slurm jobs and users with the most CO2e over the range (recorded rates).
+
+    The workload levels are recorded per cluster, not per node: the Node variable does not narrow them.
+    """
+    panels = [
+        bargauge(
+            "Top nodes by CO2e",
+            "The ten nodes with the most operational GPU and CPU emissions over the "
+            "dashboard's time range, grams CO2e.",
+            "massg",
+            [
+                target(
+                    "topk(10, "
+                    + _recorded_total("instance:footprint_emissions_grams:rate5m", INST, "cluster, instance")
+                    + ")",
+                    "{{instance}}",
+                )
+            ],
+        )
+    ]
+    for title, level, by, legend in (
+        ("namespaces", "namespace", "cluster, namespace", "{{namespace}}"),
+        ("Slurm jobs", "slurm_job_id", "cluster, slurm_job_id", "job {{slurm_job_id}}"),
+        ("users", "user", "cluster, user", "{{user}}"),
+    ):
+        panels.append(
+            bargauge(
+                f"Top {title} by CO2e",
+                f"The ten {title} whose processes emitted the most over the time range (GPU and CPU, "
+                "attributed), grams CO2e, in the selected clusters (the Node variable does not apply).",
+                "massg",
+                [
+                    target(
+                        "topk(10, "
+                        + _recorded_total(f"{level}:footprint_process_emissions_grams:rate5m", CLUSTER, by)
+                        + ")",
+                        legend,
+                    )
+                ],
+            )
+        )
+    return panels
+
+
+def budget_overview() -> list[Json]:
+    """Budget usage against thresholds and our alerts, for the fleet overview."""
+    return [
+        bargauge(
+            "Carbon budget usage",
+            "Share of each carbon budget (prometheus/budgets.yml) used in its current calendar period or "
+            "rolling window; orange from 80%, red at 100% (exhausted).",
+            "percentunit",
+            [target(BUDGET_USAGE, BUDGET_LEGEND)],
+            w=12,
+            maximum=1,
+            steps=USAGE_STEPS,
+        ),
+        alert_list(
+            "Firing alerts",
+            "Footprint and carbon-budget alerts firing or pending now, from the Prometheus data "
+            "source's rules (and Grafana-managed budget rules where those are used).",
+            w=12,
+        ),
+    ]
+
+
+def fleet_overview() -> Json:
+    emissions = EMISSIONS_ALL % INST
+    panels = [
+        *headline_stats(),
         timeseries(
             "Power by node",
             "GPU and CPU power of each node, stacked: where the fleet's power goes.",
@@ -480,73 +599,9 @@ def fleet_overview() -> Json:
             w=24,
             stack=True,
         ),
-        bargauge(
-            "Top nodes by CO2e",
-            "The ten nodes with the most operational GPU and CPU emissions over the "
-            "dashboard's time range, grams CO2e.",
-            "massg",
-            [target(f"topk(10, sum by (instance) (increase({emissions}[$__range])))", "{{instance}}")],
-        ),
-        bargauge(
-            "Top namespaces by CO2e",
-            "The ten Kubernetes namespaces whose processes emitted the most "
-            "over the time range (GPU and CPU), grams CO2e.",
-            "massg",
-            [
-                target(
-                    "topk(10, sum by (namespace) (increase("
-                    + PROCESS_EMISSIONS % f'{INST}, namespace!=""'
-                    + "[$__range])))",
-                    "{{namespace}}",
-                )
-            ],
-        ),
-        bargauge(
-            "Top Slurm jobs by CO2e",
-            "The ten Slurm jobs that emitted the most over the time range (GPU and CPU), grams CO2e.",
-            "massg",
-            [
-                target(
-                    "topk(10, sum by (slurm_job_id, user) (increase("
-                    + PROCESS_EMISSIONS % f'{INST}, slurm_job_id!=""'
-                    + "[$__range])))",
-                    "job {{slurm_job_id}} ({{user}})",
-                )
-            ],
-        ),
-        bargauge(
-            "Top users by CO2e",
-            "The ten users whose processes emitted the most over the time range (GPU and CPU), grams CO2e.",
-            "massg",
-            [
-                target(
-                    "topk(10, sum by (user) (increase("
-                    + PROCESS_EMISSIONS % f'{INST}, user!=""'
-                    + "[$__range])))",
-                    "{{user}}",
-                )
-            ],
-        ),
+        *top_emitters(),
+        *budget_overview(),
     ]
-    panels.append(
-        bargauge(
-            "Carbon budget usage",
-            "Share of each carbon budget (prometheus/budgets.yml) used over its rolling "
-            "period; 100% means the budget is exhausted.",
-            "percentunit",
-            [target(BUDGET_USAGE, BUDGET_LEGEND)],
-            w=12,
-            maximum=1,
-        )
-    )
-    panels.append(
-        alert_list(
-            "Firing alerts",
-            "Alerts firing or pending now, from Grafana-managed rules and "
-            "the Prometheus data source's rules.",
-            w=12,
-        )
-    )
     return dashboard(
         "footprint-fleet",
         "Footprint / Fleet overview",
@@ -591,6 +646,7 @@ def node_gpu() -> Json:
             ],
             w=12,
             maximum=1,
+            steps=POWER_SHARE_STEPS,
         ),
         timeseries(
             "GPU utilisation",
@@ -660,6 +716,7 @@ def node_gpu() -> Json:
                 )
             ],
             maximum=1,
+            steps=IDLE_STEPS,
         ),
         table(
             "GPUs",
@@ -847,7 +904,7 @@ def _workload_table(title: str, description: str, by: str, filter_label: str, so
 
 # Recording series of prometheus/rules/inference.rules.yml. They join the exporter's per-pod energy with
 # the inference servers' token counters on (cluster, namespace, pod), so they carry no instance label.
-INFERENCE_SEL = 'namespace=~"$namespace"'
+INFERENCE_SEL = f'{CLUSTER}, namespace=~"$namespace"'
 INFERENCE_LEGEND = "{{namespace}}/{{pod}} {{model_name}}"
 UNIT_TOKENS_PER_S = "suffix: tokens/s"
 
@@ -920,7 +977,7 @@ def inference_efficiency_panels() -> list[Json]:
             "Each model across every pod serving it: their GPU energy over their generated tokens, idle "
             "serving pods included (their energy is part of what the model's tokens cost).",
             "joule",
-            [target("1000 * model_name:footprint_joules_per_token:rate5m", "{{model_name}}")],
+            [target(f"1000 * model_name:footprint_joules_per_token:rate5m{{{CLUSTER}}}", "{{model_name}}")],
             w=24,
             h=6,
         ),
@@ -1036,6 +1093,65 @@ def workloads() -> Json:
     )
 
 
+def budget_panels() -> list[Json]:
+    """Every budget: usage over time, the table of its figures, coverage and projection against thresholds."""
+    return [
+        timeseries(
+            "Carbon budget usage",
+            "Share of each carbon budget used in its current calendar period (it starts again from 0 "
+            "when the period starts) or rolling window; dashed lines at 80% and 100%.",
+            "percentunit",
+            [target(BUDGET_USAGE, BUDGET_LEGEND)],
+            steps=USAGE_STEPS,
+        ),
+        bargauge(
+            "Carbon budget projection",
+            "Each budget's usage at the end of its period, projected from the period so far and from the "
+            "last day (the lower of the two); empty before a day of data. Red: CarbonBudgetProjectedOverrun.",
+            "percentunit",
+            [target(f"footprint:budget_projected_usage:ratio{{{BUDGET_SEL}}}", BUDGET_LEGEND)],
+            w=6,
+            steps=USAGE_STEPS,
+        ),
+        bargauge(
+            "Carbon budget coverage",
+            "Share of each budget's period for which the rules ran with the exporters up: below 95% "
+            "the usage undercounts (CarbonBudgetCoverageLow).",
+            "percentunit",
+            [target(f"footprint:budget_coverage:ratio{{{BUDGET_SEL}}}", BUDGET_LEGEND)],
+            w=6,
+            maximum=1,
+            steps=COVERAGE_STEPS,
+        ),
+        table(
+            "Carbon budgets",
+            "Every budget of prometheus/budgets.yml: scope and period, emissions in the current period "
+            "against the budget, usage, coverage, burn rate over the last day (1 = would use exactly "
+            "the budget in one period) and the time left at the last day's pace.",
+            "massg",
+            [
+                target(f"footprint:budget_used_grams{{{BUDGET_SEL}}}", table=True),
+                target(f"footprint:budget_grams{{{BUDGET_SEL}}}", table=True),
+                target(BUDGET_USAGE, table=True),
+                target(f"footprint:budget_coverage:ratio{{{BUDGET_SEL}}}", table=True),
+                target(f"footprint:budget_burn_rate:rate1d{{{BUDGET_SEL}}}", table=True),
+                target(f"footprint:budget_exhaustion_seconds{{{BUDGET_SEL}}}", table=True),
+            ],
+            columns={
+                "A": ("Used", "massg"),
+                "B": ("Budget", "massg"),
+                "C": ("Usage", "percentunit"),
+                "D": ("Coverage", "percentunit"),
+                "E": ("Burn rate 1d", "none"),
+                "F": ("Exhausted in", "s"),
+            },
+            hide=("Time", "__name__"),
+            sort_by="Usage",
+            h=8,
+        ),
+    ]
+
+
 def carbon() -> Json:
     op = EMISSIONS_ALL % INST
     panels = [
@@ -1100,6 +1216,7 @@ def carbon() -> Json:
             w=6,
             mappings=UP_MAPPINGS,
             color_mode="background",
+            steps=UP_STEPS,
         ),
         stat(
             "PUE",
@@ -1167,7 +1284,7 @@ def carbon() -> Json:
             "Operational CO2e",
             "GPU and CPU emissions over the time range from the average grid signal, PUE included.",
             "masskg",
-            [target(f"sum(increase({op}[$__range])) / 1000")],
+            [target(f"{_recorded_total('instance:footprint_emissions_grams:rate5m', INST)} / 1000")],
             w=6,
             decimals=3,
         ),
@@ -1190,12 +1307,7 @@ def carbon() -> Json:
             "Manufacturing emissions of GPUs and nodes amortised over their service life, "
             "for the time range.",
             "masskg",
-            [
-                target(
-                    'sum(increase({__name__=~"footprint_(gpu|node)_embodied_emissions_grams_total", '
-                    f"{INST}}}[$__range])) / 1000"
-                )
-            ],
+            [target(f"{_recorded_total('instance:footprint_embodied_emissions_grams:rate5m', INST)} / 1000")],
             w=6,
             decimals=3,
         ),
@@ -1266,37 +1378,7 @@ def carbon() -> Json:
             ],
             stack=True,
         ),
-        timeseries(
-            "Carbon budget usage",
-            "Share of each carbon budget used over its rolling period; a line crossing "
-            "100% is an exhausted budget.",
-            "percentunit",
-            [target(BUDGET_USAGE, BUDGET_LEGEND)],
-        ),
-        table(
-            "Carbon budgets",
-            "Every budget of prometheus/budgets.yml: its scope, emissions over the rolling period "
-            "against the budget, burn rate over the last hour (1 = would use exactly the budget in one "
-            "period) and the time left at that rate.",
-            "massg",
-            [
-                target("footprint:budget_used_grams", table=True),
-                target("footprint:budget_grams", table=True),
-                target(BUDGET_USAGE, table=True),
-                target("footprint:budget_burn_rate:rate1h", table=True),
-                target("footprint:budget_exhaustion_seconds", table=True),
-            ],
-            columns={
-                "A": ("Used", "massg"),
-                "B": ("Budget", "massg"),
-                "C": ("Usage", "percentunit"),
-                "D": ("Burn rate 1h", "none"),
-                "E": ("Exhausted in", "s"),
-            },
-            hide=("Time", "__name__"),
-            sort_by="Usage",
-            h=8,
-        ),
+        *budget_panels(),
     ]
     return dashboard(
         "footprint-carbon",

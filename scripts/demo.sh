@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the exporter (simulated GPU fleet), Prometheus and Alertmanager from the Debian packages, wired
-# with the files in prometheus/, on this machine. Ctrl-C stops everything and removes the temp data.
+# with the files in prometheus/, on this machine, with the demo budgets of scripts/demo-budgets.yml (the
+# committed budgets.yml holds none). Ctrl-C stops everything and removes the temp data.
 # Ports: EXPORTER_PORT (9877), PROMETHEUS_PORT (9090), ALERTMANAGER_PORT (9093); all bound to 127.0.0.1.
 set -euo pipefail
 
@@ -29,8 +30,10 @@ cleanup() {
 trap 'cleanup; exit 0' INT TERM
 trap cleanup EXIT
 
-# The committed configuration, with the demo's ports; rule files stay the committed ones.
+# The committed configuration, with the demo's ports; the budget rules are rendered from the demo budgets.
 cp -r "$ROOT/prometheus/rules" "$WORK/rules"
+"$EXPORTER" budgets render --budgets "$ROOT/scripts/demo-budgets.yml" \
+    --rules-out "$WORK/rules/budgets.rules.yml" --grafana-out "$WORK/grafana-alerting.yml" > /dev/null
 mkdir -p "$WORK/file_sd"
 sed -e "s/localhost:9877/127.0.0.1:$EXPORTER_PORT/" \
     -e "s/localhost:9093/127.0.0.1:$ALERTMANAGER_PORT/" \
@@ -72,6 +75,16 @@ AI Footprint demo is running (data and logs in $WORK):
   prometheus    http://127.0.0.1:$PROMETHEUS_PORT   (alerts: http://127.0.0.1:$PROMETHEUS_PORT/alerts)
   alertmanager  http://127.0.0.1:$ALERTMANAGER_PORT
 Try in Prometheus: fleet:footprint_power_watts:sum, footprint:budget_usage:ratio
+Demo budgets (scripts/demo-budgets.yml), evaluated every 15 s. Within about two minutes:
+  CarbonBudgetExhausted         demo-fleet-monthly (2 g a month)      severity warning: a ticket
+  CarbonBudgetProjectedOverrun  demo-fleet-weekly (2 kg any 7 days)   severity critical: the page
+  CarbonBudgetBurnRateHigh      both                                  inhibited in Alertmanager (page, exhausted)
+  CarbonBudgetCoverageLow       every budget: Prometheus holds minutes of their periods
+Where to look:
+  firing alerts       http://127.0.0.1:$PROMETHEUS_PORT/alerts
+  routed and muted    http://127.0.0.1:$ALERTMANAGER_PORT/#/alerts   (the page goes to footprint-critical)
+  the numbers         http://127.0.0.1:$PROMETHEUS_PORT/graph?g0.expr=footprint%3Abudget_usage%3Aratio
+                      (also footprint:budget_projected_usage:ratio, footprint:budget_coverage:ratio)
 A report of what Prometheus stored (after a few minutes), by namespace, as a web page:
   $EXPORTER report --prometheus.url http://127.0.0.1:$PROMETHEUS_PORT --from now-15m --by namespace --format html --output report.html
 Press Ctrl-C to stop.

@@ -99,27 +99,30 @@ def wait_for(
     pytest.fail(why())
 
 
-def test_tiny_budget_fires_in_prometheus_and_reaches_the_webhook_through_alertmanager(
+def test_budget_alerts_fire_in_prometheus_and_reach_the_webhook_by_severity(
     tmp_path: Path, exporter: str, webhook: Webhook
 ) -> None:
-    # A 0.5 g budget over a day: four simulated GPUs emit ~0.1 g/s, so it is gone within seconds and the burn
-    # rate is thousands of times the sustainable one. Evaluated every second, with short pending periods.
+    # Four simulated GPUs emit ~0.1 g/s. A 0.5 g calendar-month budget is gone within seconds (a ticket);
+    # a 1 kg rolling week is nowhere near used but, at this pace, its window holds ~8 kg a day from now
+    # (the page). Evaluated every second, projected after 2 s of data, short pending periods.
     budget_file = {
         "settings": {
             "evaluation_interval": "1s",
             "exhausted_for": "2s",
-            "fast_burn_for": "2s",
-            "slow_burn_for": "2s",
+            "projection_for": "2s",
+            "projection_min_data": "2s",
+            "burn_rate_for": "2s",
         },
         "budgets": [
             {
                 "name": "e2e-tiny",
                 "description": "the test fleet",
                 "selector": "{}",
-                "period": "1d",
+                "period": "month",
                 "grams": 0.5,
-                "labels": {"team": "e2e"},
-            }
+                "labels": {"owner": "e2e"},
+            },
+            {"name": "e2e-week", "selector": "{}", "period": "7d", "grams": 1000},
         ],
     }
     rules_text, _ = budgets.render_files(budgets.parse_budgets(budget_file), "budgets.yml")
@@ -166,51 +169,47 @@ def test_tiny_budget_fires_in_prometheus_and_reaches_the_webhook_through_alertma
             assert exhausted["labels"] == {
                 "alertname": "CarbonBudgetExhausted",
                 "budget": "e2e-tiny",
-                "period": "1d",
+                "period": "month",
                 "scope": "{}",
-                "severity": "critical",
-                "team": "e2e",
+                "severity": "warning",
+                "owner": "e2e",
             }
             assert float(exhausted["value"]) > 1.0
             assert exhausted["annotations"]["summary"].startswith("Carbon budget e2e-tiny is exhausted: ")
-            assert "Scope {} (the test fleet) emitted " in exhausted["annotations"]["description"]
-            assert "of its 0.5 g budget" in exhausted["annotations"]["description"]
-            burn = wait_for(
-                lambda: firing("CarbonBudgetBurnRateHigh"),
-                DEADLINE_S,
-                lambda: f"no CarbonBudgetBurnRateHigh: {prom.alerts()}",
+            assert (
+                "Scope {} (budget e2e-tiny, period month) has emitted "
+                in exhausted["annotations"]["description"]
             )
-            assert float(burn["value"]) > 100  # thousands of times the sustainable rate
-            assert burn["labels"]["severity"] == "warning" and burn["labels"]["budget"] == "e2e-tiny"
+            projected = wait_for(
+                lambda: firing("CarbonBudgetProjectedOverrun"),
+                DEADLINE_S,
+                lambda: f"no CarbonBudgetProjectedOverrun: {prom.alerts()}",
+            )
+            assert projected["labels"]["budget"] == "e2e-week"  # the exhausted budget no longer pages
+            assert projected["labels"]["severity"] == "critical"
+            assert float(projected["value"]) > 1
 
-            def delivered() -> tuple[str, dict[str, Any]] | None:
+            def delivered(alertname: str) -> tuple[str, dict[str, Any]] | None:
                 for path, alert in webhook.alerts():
-                    if (
-                        alert["labels"].get("alertname") == "CarbonBudgetExhausted"
-                        and alert["status"] == "firing"
-                    ):
+                    if alert["labels"].get("alertname") == alertname and alert["status"] == "firing":
                         return path, alert
                 return None
 
             path, alert = wait_for(
-                delivered,
+                lambda: delivered("CarbonBudgetProjectedOverrun"),
                 DEADLINE_S - (time.monotonic() - start),
                 lambda: f"webhook got {webhook.received}\n{am.log_tail()}",
             )
-            assert path == "/footprint-critical"  # routed by severity
+            assert path == "/footprint-critical"  # the page
+            assert alert["annotations"]["runbook_url"].endswith("#runbook-carbonbudgetprojectedoverrun")
+            path, alert = wait_for(
+                lambda: delivered("CarbonBudgetExhausted"),
+                DEADLINE_S - (time.monotonic() - start),
+                lambda: f"webhook got {webhook.received}\n{am.log_tail()}",
+            )
+            assert path == "/footprint-warnings"  # a ticket
             assert alert["labels"]["budget"] == "e2e-tiny"
-            assert alert["annotations"]["runbook_url"].endswith("#runbook-carbonbudgetexhausted")
             assert time.monotonic() - start < DEADLINE_S
-
-            # The exhausted budget inhibits its own burn-rate warning in Alertmanager.
-            def inhibited() -> dict[str, Any] | None:
-                for a in am.alerts():
-                    if a["labels"]["alertname"] == "CarbonBudgetBurnRateHigh" and a["status"]["inhibitedBy"]:
-                        return a
-                return None
-
-            muted = wait_for(inhibited, 30, lambda: f"burn-rate alert not inhibited: {am.alerts()}")
-            assert muted["status"]["state"] == "suppressed"
 
             # The scrape relabelling set node from the address; the power recording rules have data.
             up = prom.query('up{job="footprint"}')

@@ -208,3 +208,27 @@ def test_sharing_errors_run_through_nvml_source_and_meet_the_time_slicing_bounds
     text = report.render([], [], [], "test", "a machine", sharing=results)
     assert "## Attribution error per GPU sharing mode" in text
     assert "time-slicing attribution error per process < 5%" in text
+
+
+def test_500_budgets_render_to_one_rule_each_and_fit_a_prometheusrule() -> None:
+    """The deterministic half of the budgets benchmark: sizes and rule counts (timings are measured only)."""
+    from benchmarks import budgets as budget_bench
+    from exporter import budgets
+
+    counts = {}
+    for n in (50, 500):
+        bf = budgets.parse_budgets(budget_bench.synthetic_budgets(n))
+        doc = budgets.render_rules(bf)
+        rules = sum(len(g["rules"]) for g in doc["groups"])
+        counts[n] = rules - n
+        text = budgets.dump(doc, "synthetic")
+        spec = budget_bench.yaml.safe_dump(
+            {"spec": {"groups": budget_bench._all_groups(doc)}}, sort_keys=False, width=110
+        )
+        assert len(spec.encode()) < budget_bench.PROMETHEUSRULE_LIMIT, n
+        assert len(text.encode()) < 256 * 1024, n
+    assert counts[50] == counts[500]  # beyond one definition each, the same shared rules
+    assert {b.scope.joined for b in budgets.parse_budgets(budget_bench.synthetic_budgets(20)).budgets} == {
+        True,
+        False,
+    }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,9 @@ import yaml
 
 from exporter import budgets
 from exporter.budgets import (
-    TIERS,
     Matcher,
-    burn_threshold,
+    classify_scope,
+    dump,
     emissions_metrics,
     format_grams,
     parse_budgets,
@@ -23,6 +26,8 @@ from exporter.budgets import (
     render_rules,
 )
 from exporter.errors import ConfigError
+from tests.exporter_proc import start_exporter
+from tests.prom_procs import prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,13 +36,6 @@ def one(**over: Any) -> dict[str, Any]:
     budget = {"name": "ml", "selector": '{namespace="ml-team"}', "period": "30d", "grams": 500000}
     budget.update(over)
     return {"budgets": [budget]}
-
-
-def rules_by(doc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for rule in doc["groups"][0]["rules"]:
-        out.setdefault(rule.get("record") or rule["alert"], []).append(rule)
-    return out
 
 
 # ------------------------------------------------------------------------------------------- selectors
@@ -108,17 +106,25 @@ def test_scope_picks_the_emissions_metrics() -> None:
         (one(grams=True), "budgets[0] (ml).grams", "positive"),
         (one(grams=float("inf")), "budgets[0] (ml).grams", "positive"),
         (one(period="30 days"), "budgets[0] (ml).period", "not a duration"),
-        (one(period="1h"), "budgets[0] (ml).period", "between 1d and 366d"),
-        (one(period="400d"), "budgets[0] (ml).period", "between 1d and 366d"),
+        (one(period="1h"), "budgets[0] (ml).period", "month, quarter, year or a rolling window"),
+        (one(period="400d"), "budgets[0] (ml).period", "from 1d to 366d"),
+        (one(period="week"), "budgets[0] (ml).period", "not a duration"),
         (one(selector="ml-team"), "budgets[0] (ml).selector", "in braces"),
         (one(selector='{namespace="a", package="p"}'), "budgets[0] (ml).selector", "no package"),
+        (one(selector='{label_team="a", user="u"}'), "budgets[0] (ml).selector", "label_*"),
         (one(labels={"severity": "page"}), "budgets[0] (ml).labels.severity", "cannot be overridden"),
+        (one(labels={"cluster": "x"}), "budgets[0] (ml).labels.cluster", "scope label"),
+        (one(labels={"label_team": "x"}), "budgets[0] (ml).labels.label_team", "scope label"),
         (one(labels={"bad-name": "x"}), "budgets[0] (ml).labels", "not a valid label name"),
         (one(labels={"team": 3}), "budgets[0] (ml).labels.team", "must be a string"),
         (one(owner="me"), "budgets[0] (ml).owner", "unknown key"),
         ({"budgets": [{"name": "ml", "period": "1d", "grams": 1}]}, "budgets[0] (ml).selector", "required"),
         ({"settings": {"evaluation_interval": "often"}}, "settings.evaluation_interval", "not a duration"),
         ({"settings": {"colour": "red"}}, "settings.colour", "unknown key"),
+        ({"settings": {"alerting": "both"}}, "settings.alerting", "prometheus or grafana"),
+        ({"settings": {"burn_rate_threshold": 1}}, "settings.burn_rate_threshold", "above 1"),
+        ({"settings": {"burn_rate_threshold": "2"}}, "settings.burn_rate_threshold", "number"),
+        ({"settings": {"coverage_threshold": 1.5}}, "settings.coverage_threshold", "fraction"),
     ],
 )
 def test_validation_names_the_budget_and_key(data: Any, key: str, problem: str) -> None:
@@ -135,22 +141,196 @@ def test_duplicate_names_are_rejected() -> None:
     assert err.value.key == "budgets[1] (ml).name" and "duplicate" in err.value.problem
 
 
-def test_an_empty_file_renders_no_rules() -> None:
-    doc = render_rules(parse_budgets(None))
-    assert doc["groups"][0]["rules"] == []
+def test_an_empty_file_renders_no_rules_and_no_grafana_alerts() -> None:
+    assert render_rules(parse_budgets(None)) == {"groups": []}
+    assert render_rules(parse_budgets({"budgets": []})) == {"groups": []}
+    assert render_grafana(parse_budgets(None)) == {"apiVersion": 1}
 
 
-# -------------------------------------------------------------------------------------------- the math
+# ------------------------------------------------------------------------------------------- scopes
 
 
 @pytest.mark.parametrize(
-    ("period", "fast", "slow"), [("30d", 14.4, 6.0), ("7d", 3.36, 1.4), ("1d", 1.0, 1.0)]
+    ("selector", "level", "keys"),
+    [
+        ("{}", "fleet:footprint_emissions_grams:rate5m", ()),
+        ('{node="gpu-1"}', "instance:footprint_emissions_grams:rate5m", ("node",)),
+        ('{cluster="a"}', "instance:footprint_emissions_grams:rate5m", ("cluster",)),
+        ('{namespace="ml"}', "namespace:footprint_process_emissions_grams:rate5m", ("namespace",)),
+        (
+            '{cluster="a", namespace="ml"}',
+            "namespace:footprint_process_emissions_grams:rate5m",
+            ("cluster", "namespace"),
+        ),
+        ('{user="alice"}', "user:footprint_process_emissions_grams:rate5m", ("user",)),
+        ('{slurm_job_id="7"}', "slurm_job_id:footprint_process_emissions_grams:rate5m", ("slurm_job_id",)),
+        (
+            '{namespace="ml", pod="p"}',
+            "namespace_pod:footprint_process_emissions_grams:rate5m",
+            ("namespace", "pod"),
+        ),
+        ('{label_team="research"}', "namespace:footprint_process_emissions_grams:rate5m", ("label_team",)),
+    ],
 )
-def test_burn_thresholds_spend_a_share_of_the_budget_and_never_go_below_one(
-    period: str, fast: float, slow: float
+def test_equality_selectors_on_a_recorded_level_are_joined_as_data(
+    selector: str, level: str, keys: tuple[str, ...]
 ) -> None:
-    budget = parse_budgets(one(period=period)).budgets[0]
-    assert [burn_threshold(budget, tier) for tier in TIERS] == [fast, slow]
+    scope = classify_scope(parse_selector(selector))
+    assert scope.joined and scope.level is not None
+    assert (scope.level.series, scope.keys) == (level, keys)
+
+
+@pytest.mark.parametrize(
+    ("selector", "expr"),
+    [
+        (
+            '{namespace=~"ml-.*"}',
+            'sum(namespace:footprint_process_emissions_grams:rate5m{namespace=~"ml-.*"})',
+        ),
+        ('{node!="gpu-9"}', 'sum(instance:footprint_emissions_grams:rate5m{node!="gpu-9"})'),
+        (
+            '{user!="bob"}',
+            '(sum(rate(footprint_process_gpu_emissions_grams_total{user!="bob"}[5m])) or vector(0)) + '
+            '(sum(rate(footprint_process_cpu_emissions_grams_total{user!="bob"}[5m])) or vector(0))',
+        ),
+        (
+            '{label_team=~"r.*", cluster="a"}',
+            'sum(namespace:footprint_process_emissions_grams:rate5m{cluster="a"} * on (cluster, namespace) '
+            "group_left (label_team) max by (cluster, namespace, label_team) "
+            '(kube_namespace_labels{label_team=~"r.*"}))',
+        ),
+        # No recorded level has both labels, or they are GPU/CPU labels: the raw counters.
+        (
+            '{namespace="ml", user="alice"}',
+            '(sum(rate(footprint_process_gpu_emissions_grams_total{namespace="ml", user="alice"}[5m])) '
+            "or vector(0)) + "
+            '(sum(rate(footprint_process_cpu_emissions_grams_total{namespace="ml", user="alice"}[5m])) '
+            "or vector(0))",
+        ),
+        ('{gpu="0"}', '(sum(rate(footprint_gpu_emissions_grams_total{gpu="0"}[5m])) or vector(0))'),
+        (
+            '{job="gpu"}',
+            '(sum(rate(footprint_gpu_emissions_grams_total{job="gpu"}[5m])) or vector(0)) + '
+            '(sum(rate(footprint_cpu_emissions_grams_total{job="gpu"}[5m])) or vector(0)) + '
+            # Node scopes add the node's unmetered part (absent without a node source).
+            '(sum(rate(footprint_node_unmetered_emissions_grams_total{job="gpu"}[5m])) or vector(0))',
+        ),
+        (
+            '{slurm_job_id=""}',
+            '(sum(rate(footprint_process_gpu_emissions_grams_total{slurm_job_id=""}[5m])) '
+            'or vector(0)) + (sum(rate(footprint_process_cpu_emissions_grams_total{slurm_job_id=""}[5m])) '
+            "or vector(0))",
+        ),
+    ],
+)
+def test_other_selectors_get_a_rate_of_their_own(selector: str, expr: str) -> None:
+    scope = classify_scope(parse_selector(selector))
+    assert not scope.joined
+    assert scope.rate_expr == expr
+
+
+def _rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for g in doc["groups"] for r in g["rules"]]
+
+
+def many(n: int, selector: str = '{{namespace="ns-{i}"}}', period: str = "30d") -> dict[str, Any]:
+    return {
+        "budgets": [
+            {"name": f"b{i}", "selector": selector.format(i=i), "period": period, "grams": 1000 + i}
+            for i in range(n)
+        ]
+    }
+
+
+def test_each_joined_budget_adds_one_constant_rule_and_nothing_else() -> None:
+    sizes = {}
+    for n in (1, 2, 50):
+        rules = _rules(render_rules(parse_budgets(many(n))))
+        definitions = [r for r in rules if r.get("record") == "footprint:budget_grams"]
+        assert len(definitions) == n
+        assert all(r["expr"].startswith("vector(") for r in definitions)
+        sizes[n] = (len(rules) - n, len(dump(render_rules(parse_budgets(many(n))), "b.yml")))
+    # The shared rules are the same set at any count; the text grows only by the definitions.
+    assert sizes[1][0] == sizes[2][0] == sizes[50][0]
+    per_budget = (sizes[50][1] - sizes[1][1]) / 49
+    assert per_budget < 260, per_budget
+
+
+def test_unjoinable_selectors_add_a_term_to_one_rate_rule_not_a_rule() -> None:
+    rules = _rules(render_rules(parse_budgets(many(3, '{{namespace=~"ns-{i}.*"}}'))))
+    rates = [r for r in rules if r.get("record") == "footprint:budget_emissions_grams:rate5m"]
+    assert len(rates) == 1
+    for i in range(3):
+        assert f'"budget", "b{i}", "", "")' in rates[0]["expr"]
+
+
+def test_definition_series_carry_the_join_keys_and_user_labels() -> None:
+    bf = parse_budgets(one(selector='{cluster="a", namespace="ml"}', labels={"team": "ml"}))
+    (definition,) = [r for r in _rules(render_rules(bf)) if r.get("record") == "footprint:budget_grams"]
+    assert definition == {
+        "record": "footprint:budget_grams",
+        "expr": "vector(500000)",
+        "labels": {
+            "budget": "ml",
+            "period": "30d",
+            "scope": '{cluster="a", namespace="ml"}',
+            "cluster": "a",
+            "namespace": "ml",
+            "team": "ml",
+        },
+    }
+
+
+def test_alerts_are_four_shared_rules_with_their_settings() -> None:
+    data = many(5, period="month")
+    data["settings"] = {
+        "burn_rate_threshold": 3,
+        "exhausted_keep_firing_for": "6h",
+        "coverage_threshold": 0.9,
+    }
+    rules = {r["alert"]: r for r in _rules(render_rules(parse_budgets(data))) if "alert" in r}
+    assert set(rules) == {
+        "CarbonBudgetBurnRateHigh",
+        "CarbonBudgetProjectedOverrun",
+        "CarbonBudgetExhausted",
+        "CarbonBudgetCoverageLow",
+    }
+    assert rules["CarbonBudgetBurnRateHigh"]["expr"] == (
+        "footprint:budget_burn_rate:rate1d > 3\nand\nfootprint:budget_burn_rate:rate2h > 3"
+    )
+    assert rules["CarbonBudgetProjectedOverrun"]["labels"] == {"severity": "critical"}
+    exhausted = rules["CarbonBudgetExhausted"]
+    assert (exhausted["labels"]["severity"], exhausted["keep_firing_for"]) == ("warning", "6h")
+    assert rules["CarbonBudgetCoverageLow"]["expr"] == "footprint:budget_coverage:ratio < 0.9"
+    for name, rule in rules.items():
+        assert rule["annotations"]["runbook_url"].endswith("#runbook-" + name.lower())
+
+
+def test_grafana_alerting_replaces_the_prometheus_alerts_and_provisions_a_contact_point() -> None:
+    data = many(3)
+    data["settings"] = {"alerting": "grafana", "grafana_alertmanager_url": "http://am.example:9093"}
+    bf = parse_budgets(data)
+    assert not [r for r in _rules(render_rules(bf)) if "alert" in r]  # one alerting path at a time
+    doc = render_grafana(bf)
+    (group,) = doc["groups"]
+    assert (group["folder"], group["interval"]) == ("Carbon budgets", "1m")
+    rules = {r["title"]: r for r in group["rules"]}
+    assert len(rules) == 4  # multi-dimensional: one rule per alert for every budget
+    exhausted = rules["CarbonBudgetExhausted"]
+    data_by_ref = {d["refId"]: d for d in exhausted["data"]}
+    assert data_by_ref["A"]["model"]["expr"] == "footprint:budget_usage:ratio > 1"
+    assert data_by_ref["C"]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [1.0]}
+    assert exhausted["keepFiringFor"] == "2h" and exhausted["for"] == "5m"
+    coverage = {d["refId"]: d for d in rules["CarbonBudgetCoverageLow"]["data"]}
+    assert coverage["C"]["model"]["conditions"][0]["evaluator"] == {"type": "lt", "params": [0.95]}
+    for rule in rules.values():
+        text = rule["annotations"]["summary"] + rule["annotations"]["description"]
+        assert "query" not in text and "$value " not in text  # Grafana templates have neither
+    assert "{{ humanize $values.UR.Value }}" in exhausted["annotations"]["description"]
+    (contact,) = doc["contactPoints"]
+    assert contact["receivers"][0]["type"] == "prometheus-alertmanager"
+    assert contact["receivers"][0]["settings"] == {"url": "http://am.example:9093"}
+    assert doc["policies"][0]["receiver"] == contact["name"]
 
 
 @pytest.mark.parametrize(
@@ -169,117 +349,9 @@ def test_format_grams(grams: float, text: str) -> None:
     assert format_grams(grams) == text
 
 
-# ------------------------------------------------------------------------------------------- rendering
-
-
-def test_rules_record_budget_usage_and_burn_rates() -> None:
-    bf = parse_budgets(one(labels={"team": "ml"}, description="the ML team"))
-    by = rules_by(render_rules(bf))
-    labels = {"budget": "ml", "period": "30d", "scope": '{namespace="ml-team"}'}
-    assert by["footprint:budget_grams"][0] == {
-        "record": "footprint:budget_grams",
-        "expr": "vector(500000)",
-        "labels": labels,
-    }
-    assert by["footprint:budget_period_seconds"][0]["expr"] == "vector(2592000)"
-    rate = by["footprint:budget_emissions_grams:rate5m"][0]["expr"]
-    assert rate == (
-        '(sum(rate(footprint_process_gpu_emissions_grams_total{namespace="ml-team"}[5m])) or vector(0))'
-        '\n+\n(sum(rate(footprint_process_cpu_emissions_grams_total{namespace="ml-team"}[5m])) '
-        "or vector(0))"
-    )
-    assert by["footprint:budget_used_grams"][0]["expr"] == (
-        'sum_over_time(footprint:budget_emissions_grams:rate5m{budget="ml"}[30d]) * 60'
-    )
-    assert by["footprint:budget_burn_rate:rate1h"][0]["expr"] == (
-        'avg_over_time(footprint:budget_emissions_grams:rate5m{budget="ml"}[1h]) / (500000 / 2592000)'
-    )
-    fast, slow = by["CarbonBudgetBurnRateHigh"]
-    assert fast["expr"] == (
-        'footprint:budget_burn_rate:rate1h{budget="ml"} > 14.4\nand\n'
-        'footprint:budget_burn_rate:rate5m{budget="ml"} > 14.4'
-    )
-    assert (fast["for"], slow["for"]) == ("2m", "15m")
-    assert fast["labels"] == {"severity": "warning", "window": "fast", "budget": "ml", "team": "ml"}
-    assert "> 6\nand\n" in slow["expr"] and "rate6h" in slow["expr"] and "rate30m" in slow["expr"]
-    exhausted = by["CarbonBudgetExhausted"][0]
-    assert exhausted["expr"] == 'footprint:budget_usage:ratio{budget="ml"} > 1'
-    assert exhausted["labels"]["severity"] == "critical"
-    assert "the ML team" in exhausted["annotations"]["description"]
-    assert "500 kg" in exhausted["annotations"]["description"]
-    assert exhausted["annotations"]["runbook_url"].endswith("#runbook-carbonbudgetexhausted")
-
-
-def test_the_fleet_budget_sums_node_totals_without_an_empty_selector() -> None:
-    by = rules_by(render_rules(parse_budgets(one(selector="{}"))))
-    assert by["footprint:budget_emissions_grams:rate5m"][0]["expr"] == (
-        "(sum(rate(footprint_gpu_emissions_grams_total[5m])) or vector(0))\n+\n"
-        "(sum(rate(footprint_cpu_emissions_grams_total[5m])) or vector(0))\n+\n"
-        "(sum(rate(footprint_node_unmetered_emissions_grams_total[5m])) or vector(0))"
-    )
-
-
-def test_settings_change_interval_step_and_pending_periods() -> None:
-    data = one()
-    data["settings"] = {"evaluation_interval": "15s", "exhausted_for": "0s", "fast_burn_for": "1m"}
-    doc = render_rules(parse_budgets(data))
-    assert doc["groups"][0]["interval"] == "15s"
-    by = rules_by(doc)
-    assert by["footprint:budget_used_grams"][0]["expr"].endswith("* 15")
-    assert by["CarbonBudgetExhausted"][0]["for"] == "0s"
-    assert [r["for"] for r in by["CarbonBudgetBurnRateHigh"]] == ["1m", "15m"]
-
-
-def test_grafana_rules_use_the_same_series_and_thresholds() -> None:
-    doc = render_grafana(parse_budgets(one(period="7d")))
-    assert doc["apiVersion"] == 1
-    group = doc["groups"][0]
-    assert (group["orgId"], group["folder"], group["interval"]) == (1, "Carbon budgets", "1m")
-    fast, slow, exhausted = group["rules"]
-    assert [r["uid"] for r in group["rules"]] == ["fp-burn-fast-ml", "fp-burn-slow-ml", "fp-exhausted-ml"]
-    data = {d["refId"]: d for d in fast["data"]}
-    assert data["A"]["datasourceUid"] == "prometheus"
-    assert data["A"]["model"]["expr"] == 'footprint:budget_burn_rate:rate1h{budget="ml"}'
-    assert data["B"]["model"]["expr"] == 'footprint:budget_burn_rate:rate5m{budget="ml"}'
-    assert data["C"]["model"] == {
-        "refId": "C",
-        "datasource": {"type": "__expr__", "uid": "__expr__"},
-        "type": "reduce",
-        "expression": "A",
-        "reducer": "last",
-    }
-    assert fast["condition"] == "E" and data["E"]["model"]["expression"] == "$C > 3.36 && $D > 3.36"
-    assert {d["refId"]: d for d in slow["data"]}["E"]["model"]["expression"] == "$C > 1.4 && $D > 1.4"
-    assert (fast["for"], slow["for"], exhausted["for"]) == ("2m", "15m", "5m")
-    threshold = {d["refId"]: d for d in exhausted["data"]}["T"]["model"]
-    assert exhausted["condition"] == "T"
-    assert threshold["type"] == "threshold" and threshold["conditions"][0]["evaluator"] == {
-        "type": "gt",
-        "params": [1],
-    }
-    assert exhausted["labels"] == {
-        "budget": "ml",
-        "period": "7d",
-        "scope": '{namespace="ml-team"}',
-        "severity": "critical",
-    }
-    for rule in group["rules"]:
-        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
-        assert len(rule["uid"]) <= 40
-
-
-def test_long_names_get_short_stable_grafana_uids() -> None:
-    name = "a-very-long-budget-name-for-the-whole-research-division"
-    rules = render_grafana(parse_budgets(one(name=name)))["groups"][0]["rules"]
-    uids = [r["uid"] for r in rules]
-    assert all(len(u) <= 40 for u in uids) and len(set(uids)) == 3
-    assert uids == [r["uid"] for r in render_grafana(parse_budgets(one(name=name)))["groups"][0]["rules"]]
-
-
-def test_rendered_rules_pass_promtool(tmp_path: Path) -> None:
-    data = one(labels={"team": "ml"})
-    data["budgets"].append({"name": "fleet", "selector": "{}", "period": "1d", "grams": 1000})
-    rules_text, _ = budgets.render_files(parse_budgets(data), "budgets.yml")
+def test_rendered_examples_pass_promtool(tmp_path: Path) -> None:
+    bf = budgets.load_budgets(ROOT / "prometheus" / "budgets.example.yml")
+    rules_text, _ = budgets.render_files(bf, "budgets.example.yml")
     (tmp_path / "r.yml").write_text(rules_text)
     result = subprocess.run(
         ["promtool", "check", "rules", str(tmp_path / "r.yml")],
@@ -289,18 +361,29 @@ def test_rendered_rules_pass_promtool(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 28 rules found" in result.stdout  # 11 series + 3 alerts per budget
+    assert f"SUCCESS: {len(_rules(render_rules(bf)))} rules found" in result.stdout
 
 
 # ------------------------------------------------------------------------------------- CLI, staleness
 
 
-def test_committed_outputs_are_what_the_committed_budgets_render_to() -> None:
+def test_no_live_budgets_ship_and_the_committed_outputs_are_current() -> None:
     bf = budgets.load_budgets(ROOT / "prometheus" / "budgets.yml")
+    assert bf.budgets == ()
     rules_text, grafana_text = budgets.render_files(bf, "budgets.yml")
     assert (ROOT / "prometheus" / "rules" / "budgets.rules.yml").read_text() == rules_text
     assert (ROOT / "grafana" / "provisioning" / "alerting" / "budgets.yml").read_text() == grafana_text
-    assert len(bf.budgets) == 5
+
+
+@pytest.mark.parametrize("name", ["scenarios", "calendar"])
+def test_promtool_scenario_rules_are_rendered_from_their_budgets(name: str) -> None:
+    tests = ROOT / "prometheus" / "tests"
+    bf = budgets.load_budgets(tests / f"budgets.{name}.yml")
+    rules_text, _ = budgets.render_files(bf, f"budgets.{name}.yml")
+    assert (tests / f"budgets.{name}.rules.yml").read_text() == rules_text, (
+        f"run: footprint-exporter budgets render --budgets prometheus/tests/budgets.{name}.yml "
+        f"--rules-out prometheus/tests/budgets.{name}.rules.yml --grafana-out /dev/null"
+    )
 
 
 def test_render_then_check_then_stale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -311,7 +394,7 @@ def test_render_then_check_then_stale(tmp_path: Path, capsys: pytest.CaptureFixt
     assert budgets.main(["check", *args]) == 1
     assert budgets.main(["render", *args]) == 0
     assert yaml.safe_load(rules.read_text())["groups"][0]["rules"][0]["expr"] == "vector(500000)"
-    assert yaml.safe_load(grafana.read_text())["apiVersion"] == 1
+    assert yaml.safe_load(grafana.read_text()) == {"apiVersion": 1}
     assert budgets.main(["check", *args]) == 0
     src.write_text(yaml.safe_dump(one(grams=600000)))
     capsys.readouterr()
@@ -390,3 +473,110 @@ def test_defaults_work_from_any_folder(tmp_path: Path) -> None:
     (tmp_path / "prometheus" / "budgets.yml").write_text("budgets: []\n")
     assert budgets.default_root(tmp_path) == tmp_path
     assert budgets.default_root(tmp_path / "prometheus") == ROOT
+
+
+# ------------------------------------------------------------------------ against a real Prometheus
+
+
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def _calendar_bounds(ts: float, period: str) -> tuple[float, float]:
+    """The UTC calendar period around TS, from Python's calendar: the oracle for the PromQL."""
+    now = datetime.fromtimestamp(ts, UTC)
+    first = {"month": now.month, "quarter": 3 * ((now.month - 1) // 3) + 1, "year": 1}[period]
+    start = datetime(now.year, first, 1, tzinfo=UTC)
+    months = {"month": 1, "quarter": 3, "year": 12}[period]
+    end_month = first + months
+    end = datetime(now.year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1, tzinfo=UTC)
+    return start.timestamp(), end.timestamp()
+
+
+@pytest.mark.integration
+def test_calendar_period_bounds_match_the_calendar_in_real_prometheus(tmp_path: Path) -> None:
+    (tmp_path / "prometheus.yml").write_text("global: {}\n")
+    instants = [
+        "2024-02-29T12:00:00",  # leap day, first quarter
+        "2024-03-31T23:59:59",
+        "2024-04-01T00:00:00",
+        "2023-12-31T23:59:59",
+        "2023-02-28T23:00:00",
+        "2025-07-15T08:30:00",
+        "2025-10-01T00:00:01",
+        "2000-02-29T00:00:00",  # leap century
+        "2100-03-01T00:00:00",  # not a leap year
+        "1970-01-01T00:00:00",
+    ]
+    with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
+        for text in instants:
+            ts = _utc(text)
+            for period, (start_expr, end_expr) in budgets.CALENDAR_BOUNDS.items():
+                got = [
+                    float(prom.get("/api/v1/query", query=f"scalar({expr})", time=ts)["result"][1])
+                    for expr in (start_expr, end_expr)
+                ]
+                assert tuple(got) == _calendar_bounds(ts, period), f"{period} around {text}"
+
+
+@pytest.mark.integration
+def test_a_prometheus_restart_continues_the_count_and_shows_the_gap_in_coverage(tmp_path: Path) -> None:
+    """Usage continues across a restart; a gap longer than max_gap counts only max_gap, in usage and in
+    coverage alike (here 2 s of a gap of several seconds), instead of guessing or starting from zero."""
+    budget_file = {
+        "settings": {"evaluation_interval": "1s", "max_gap": "2s"},
+        "budgets": [{"name": "fleet", "selector": "{}", "period": "month", "grams": 1000000}],
+    }
+    (tmp_path / "budgets.rules.yml").write_text(budgets.render_files(parse_budgets(budget_file), "b.yml")[0])
+    exporter = start_exporter(["--source.gpu=simulated", "--sample.interval=250ms"])
+    try:
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [
+                str(ROOT / "prometheus/rules/footprint.rules.yml"),
+                str(tmp_path / "budgets.rules.yml"),
+            ],
+            "scrape_configs": [
+                {"job_name": "footprint", "static_configs": [{"targets": [exporter.instance]}]}
+            ],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        emitted = "footprint:budget_emitted_grams:cumulative"
+
+        def value(prom: Any, expr: str) -> float | None:
+            result = prom.query(expr)
+            return float(result[0]["value"][1]) if result else None
+
+        with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
+            deadline = time.monotonic() + 120
+            while (value(prom, emitted) or 0) <= 0 and time.monotonic() < deadline:
+                time.sleep(1)
+            assert (value(prom, emitted) or 0) > 0, prom.log_tail()
+            time.sleep(3)
+        time.sleep(6)  # Prometheus is down: no scrapes, no rule evaluations
+        with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
+            time.sleep(6)
+            series = {}
+            for name in (
+                emitted,
+                "footprint:budget_covered_seconds:cumulative",
+                budgets.EVALUATED,
+                budgets.GAP,
+            ):
+                (result,) = prom.query(f"{name}[2m]")
+                series[name] = [(float(t), float(v)) for t, v in result["values"]]
+    finally:
+        exporter.stop()
+    evaluated = series[budgets.EVALUATED]
+    gaps = [(b[0] - a[0], i + 1) for i, (a, b) in enumerate(itertools.pairwise(evaluated))]
+    gap, after = max(gaps)
+    assert gap > 6, gaps  # the restart
+    # The first evaluation after the restart measured the gap, and counted 2 s of it, no more.
+    restart_t = evaluated[after][0]
+    assert dict(series[budgets.GAP])[restart_t] == pytest.approx(gap, abs=0.01)
+    covered = dict(series["footprint:budget_covered_seconds:cumulative"])
+    before_t = evaluated[after - 1][0]
+    assert covered[restart_t] - covered[before_t] == pytest.approx(2.0, abs=1e-6)
+    grams = dict(series[emitted])
+    assert grams[restart_t] >= grams[before_t] > 0  # continued, not started again from zero
+    assert grams[restart_t] - grams[before_t] < grams[before_t]  # 2 s worth, not the whole gap

@@ -203,3 +203,13 @@ def test_services_share_the_host_network_and_unauthenticated_ones_listen_on_loop
 def test_provisioning_holds_only_directories_grafana_reads() -> None:
     subdirs = {p.name for p in (ROOT / "grafana" / "provisioning").iterdir() if p.is_dir()}
     assert {"datasources", "dashboards"} <= subdirs <= {"datasources", "dashboards", "alerting", "plugins"}
+
+
+def test_one_alerting_path_by_default() -> None:
+    """Prometheus and Alertmanager alert; Grafana provisions no alert rules unless budgets choose it."""
+    alerting = ROOT / "grafana" / "provisioning" / "alerting"
+    for path in alerting.glob("*.y*ml"):
+        doc = yaml.safe_load(path.read_text())
+        assert doc == {"apiVersion": 1}, f"{path.name} provisions Grafana alerting: {sorted(doc)}"
+    datasources = {d["uid"]: d for d in yaml.safe_load(DATASOURCES.read_text())["datasources"]}
+    assert datasources["alertmanager"]["jsonData"]["handleGrafanaManagedAlerts"] is False

@@ -16,6 +16,7 @@ import requests
 import yaml
 from carbon_servers import FakeApi, Reply, uk_fw24h, uk_intensity
 
+from exporter import budgets
 from exporter.sources.simulated import SimulatedGpuSource
 from exporter.workload import parse_cgroup
 from tests.exporter_proc import ExporterProcess, start_exporter
@@ -30,6 +31,20 @@ RULES = ROOT / "prometheus" / "rules"
 RATE_INTERVAL = "15s"
 RANGE = "1h"
 ALL = ".*"  # the allValue of every multi-value variable
+CLUSTER = "test-cluster"
+EXAMPLE_BUDGETS = ROOT / "prometheus" / "budgets.example.yml"
+# kube-prometheus' always-firing Watchdog and another team's alert: the dashboards must not count them.
+FOREIGN_ALERTS = {
+    "groups": [
+        {
+            "name": "others",
+            "rules": [
+                {"alert": "Watchdog", "expr": "vector(1)", "labels": {"severity": "none"}},
+                {"alert": "KubePodCrashLooping", "expr": "vector(1)", "labels": {"severity": "warning"}},
+            ],
+        }
+    ]
+}
 
 pytestmark = pytest.mark.integration
 
@@ -142,24 +157,39 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             wait=60,
         )
 
-        # Our recording rules, evaluated every second instead of every minute so the test need not wait.
+        # Our recording rules, evaluated every second instead of every minute so the test need not wait;
+        # budgets.rules.yml ships empty, so the example budgets stand in for it, projected after 2 s.
+        examples = yaml.safe_load(EXAMPLE_BUDGETS.read_text())
+        examples["settings"] = {"evaluation_interval": "1s", "projection_min_data": "2s"}
+        budget_rules = budgets.render_rules(budgets.parse_budgets(examples))
         rule_files = []
-        for path in sorted(RULES.glob("*.yml")):
-            rules = yaml.safe_load(path.read_text())
+        for name, rules in [
+            *((p.name, yaml.safe_load(p.read_text())) for p in sorted(RULES.glob("*.yml"))),
+            ("budgets.rules.yml", budget_rules),
+            ("others.yml", FOREIGN_ALERTS),
+        ]:
             for group in rules.get("groups", []):
                 group["interval"] = "1s"
-            (tmp / path.name).write_text(yaml.safe_dump(rules))
-            rule_files.append(str(tmp / path.name))
+            (tmp / name).write_text(yaml.safe_dump(rules))
+            rule_files.append(str(tmp / name))
         prom_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": rule_files,
             "scrape_configs": [
-                {"job_name": "footprint", "static_configs": [{"targets": [exporter.instance]}]},
                 {
-                    # What a PodMonitor gives the server's series: its pod's namespace and name.
+                    "job_name": "footprint",
+                    # As an external or target label would on a store several clusters write to.
+                    "static_configs": [{"targets": [exporter.instance], "labels": {"cluster": CLUSTER}}],
+                },
+                {
+                    # What a PodMonitor gives the server's series: its pod's namespace and name (and
+                    # the cluster, as the store's external label would).
                     "job_name": "vllm",
                     "static_configs": [
-                        {"targets": [vllm.target], "labels": {"namespace": fleet.namespace, "pod": fleet.pod}}
+                        {
+                            "targets": [vllm.target],
+                            "labels": {"namespace": fleet.namespace, "pod": fleet.pod, "cluster": CLUSTER},
+                        }
                     ],
                 },
             ],
@@ -177,6 +207,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def expand(expr: str, instance: str) -> str:
     values = {
+        "cluster": ALL,
         "instance": instance,
         "gpu": ALL,
         "namespace": ALL,
@@ -264,6 +295,8 @@ def test_variable_queries_find_the_exporter(stack: Stack) -> None:
                 assert sorted(values) == ["0", "1", "2", "3"]
             if label == "zone":
                 assert values == ["GB"]
+            if label == "cluster":
+                assert values == [CLUSTER]
 
 
 def test_the_checker_tells_empty_and_broken_queries_apart(stack: Stack) -> None:
@@ -322,7 +355,9 @@ def test_inference_panels_join_the_fake_servers_pod(stack: Stack) -> None:
     # One series, for the server's pod and model, joined with the simulated pod's GPU energy (its exact
     # value against a known truth is tests/test_inference.py's job).
     ((labels, joules),) = energy.items()
-    assert labels == f"model_name=meta-llama/Llama-3.1-8B-Instruct,namespace={namespace},pod={pod}"
+    assert labels == (
+        f"cluster={CLUSTER},model_name=meta-llama/Llama-3.1-8B-Instruct,namespace={namespace},pod={pod}"
+    )
     # The panel divides the pod's attributed GPU energy by its generated tokens over 5 minutes: at most
     # each GPU the pod held at its 700 W limit, over the token rate Prometheus sees for the server
     # (800 tokens/s once the window is full; less while the series is younger than the window).
@@ -335,3 +370,22 @@ def test_inference_panels_join_the_fake_servers_pod(stack: Stack) -> None:
     rate = float(tokens[0]["value"][1])
     assert 1 <= held <= 4 and 0 < rate <= 800 * 1.05
     assert 0 < joules < held * 700 / rate * 1000, (joules, held, rate)
+
+
+def test_alerts_firing_counts_ours_only(stack: Stack) -> None:
+    """Watchdog and another team's alert fire from the first evaluation; the panel leaves them out."""
+    deadline = time.monotonic() + 60
+    foreign: list[Any] = []
+    while time.monotonic() < deadline and len(foreign) < 2:
+        _, foreign = query(
+            stack, 'ALERTS{alertstate="firing", alertname=~"Watchdog|KubePodCrashLooping"}', True
+        )
+        time.sleep(1)
+    assert len(foreign) == 2
+    _, ours = query(
+        stack, 'count(ALERTS{alertstate="firing", alertname=~"Footprint.+|CarbonBudget.+"})', True
+    )
+    (shown,) = panel_value(stack, "Footprint / Fleet overview", "Alerts firing").values()
+    assert shown == (float(ours[0]["value"][1]) if ours else 0.0)
+    _, everything = query(stack, 'count(ALERTS{alertstate="firing"})', True)
+    assert float(everything[0]["value"][1]) >= shown + 2

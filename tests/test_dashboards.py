@@ -228,7 +228,12 @@ def test_ranges_are_grafana_variables_not_fixed_windows() -> None:
 
 def test_every_metric_a_query_reads_exists() -> None:
     recorded = set()
-    for rules in (ROOT / "prometheus" / "rules").glob("*.yml"):
+    # Budget series come from the rendered budget rules (budgets.rules.yml ships empty).
+    rule_files = [
+        *(ROOT / "prometheus" / "rules").glob("*.yml"),
+        *(ROOT / "prometheus/tests").glob("*.rules.yml"),
+    ]
+    for rules in rule_files:
         for group in (yaml.safe_load(rules.read_text()) or {}).get("groups", []):
             recorded |= {r["record"] for r in group["rules"] if "record" in r}
     known = set(CATALOGUE) | recorded | {"ALERTS"}
@@ -247,16 +252,73 @@ def inference_records() -> set[str]:
     return {r["record"] for g in groups for r in g["rules"]}
 
 
-def test_queries_filter_by_the_instance_variable() -> None:
+# Recorded workload levels are kept per cluster, not per node.
+WORKLOAD_LEVELS = ("namespace:", "slurm_job_id:", "user:", "namespace_pod:")
+
+
+def test_queries_filter_by_the_cluster_and_instance_variables() -> None:
     inference = inference_records()
     for name, title, expr in all_targets():
-        if "ALERTS" in expr or "footprint:budget" in expr:
-            continue  # alerts and budgets span the fleet: they carry no instance label
+        if "ALERTS" in expr:
+            assert 'alertname=~"Footprint.+|CarbonBudget.+"' in expr, f"{name}: {title}"
+            continue  # alerts carry whatever labels their rule gave them
+        assert 'cluster=~"$cluster"' in expr, f"{name}: {title}"
+        if "footprint:budget" in expr or any(level in expr for level in WORKLOAD_LEVELS):
+            continue  # budgets and workload levels carry no instance label
         if metric_names(expr) <= inference:
             # Per pod and per model: the server's pod joined with the exporter's, no instance label left.
             assert 'namespace=~"$namespace"' in expr or expr.startswith("1000 * model_name:"), title
             continue
         assert 'instance=~"$instance"' in expr, f"{name}: {title}"
+
+
+def test_every_dashboard_has_a_cluster_variable_that_narrows_the_nodes() -> None:
+    for name, dash in load_dashboards().items():
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        assert variables["cluster"]["definition"] == "label_values(footprint_build_info, cluster)", name
+        assert 'cluster=~"$cluster"' in variables["instance"]["definition"], name
+
+
+@pytest.mark.parametrize("name", ["fleet-overview.json", "node-gpu.json", "workloads.json", "carbon.json"])
+def test_every_gauge_has_explicit_thresholds(name: str) -> None:
+    for p in panels_of(load_dashboards()[name]):
+        if p["type"] not in ("stat", "bargauge", "gauge"):
+            continue
+        steps = p["fieldConfig"]["defaults"].get("thresholds", {}).get("steps")
+        assert steps and steps[0]["value"] is None, f"{name}: {p['title']} has no thresholds"
+        values = [s["value"] for s in steps[1:]]
+        assert values == sorted(values), f"{name}: {p['title']}"
+
+
+def test_budget_usage_turns_red_at_100_percent_and_coverage_below_95() -> None:
+    panels = {p["title"]: p for d in load_dashboards().values() for p in panels_of(d)}
+    for title in ("Carbon budget usage", "Carbon budget projection"):
+        steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert steps[-1] == {"value": 1.0, "color": "red"}, title
+    coverage = panels["Carbon budget coverage"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert coverage == [{"value": None, "color": "red"}, {"value": 0.95, "color": "green"}]
+
+
+def test_long_ranges_read_recording_rules_not_raw_series() -> None:
+    fleet = {p["title"]: p for p in panels_of(load_dashboards()["fleet-overview.json"])}
+    for title in (
+        "Energy today",
+        "CO2e today",
+        "Energy, 30 days",
+        "CO2e, 30 days",
+        "Top nodes by CO2e",
+        "Top namespaces by CO2e",
+        "Top Slurm jobs by CO2e",
+        "Top users by CO2e",
+    ):
+        (t,) = fleet[title]["targets"]
+        assert "_total" not in t["expr"] and ":" in t["expr"], f"{title}: {t['expr']}"
+
+
+def test_alert_list_shows_only_our_alerts() -> None:
+    fleet = {p["title"]: p for p in panels_of(load_dashboards()["fleet-overview.json"])}
+    options = fleet["Firing alerts"]["options"]
+    assert options["alertInstanceLabelFilter"] == '{alertname=~"Footprint.+|CarbonBudget.+"}'
 
 
 def test_workloads_show_inference_efficiency_beside_tokens_per_second() -> None:

@@ -72,7 +72,7 @@ def test_central_config_with_the_rules_beside_it_is_valid(tmp_path: Path) -> Non
     (tmp_path / "rules").mkdir()
     result = _promtool("check", "config", tmp_path / "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    assert "SUCCESS: 12 rules found" in result.stdout
 
 
 def test_file_sd_example_has_one_node_label_per_target() -> None:
@@ -180,6 +180,21 @@ def test_fleet_rules_sum_nodes_per_rack(tmp_path: Path) -> None:
     assert "SUCCESS" in result.stdout
 
 
+def _rack_b_silent(eval_time: str, dark_for: str) -> dict[str, object]:
+    """promtool's expectation of FootprintRackAgentSilent for rack b, dark for DARK_FOR at EVAL_TIME."""
+    description = (
+        f"The Prometheus agent of rack b (dc1) has sent nothing for {dark_for}: the agent is down or "
+        "cannot reach the remote_write endpoint."
+    )
+    labels = {"severity": "warning", "datacenter": "dc1", "rack": "b"}
+    annotations = {"summary": f"No samples from rack b for {dark_for}.", "description": description}
+    return {
+        "alertname": "FootprintRackAgentSilent",
+        "eval_time": eval_time,
+        "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}],
+    }
+
+
 def test_rack_alerts_fire_only_after_their_for_duration(tmp_path: Path) -> None:
     up = 'up{job="footprint-exporter",datacenter="dc1",rack="a",instance="n%d"}'
     tests = {
@@ -190,8 +205,8 @@ def test_rack_alerts_fire_only_after_their_for_duration(tmp_path: Path) -> None:
                 "interval": "1m",
                 # 2 of 5 exporters (40 %) down from minute 0; rack b's agent goes silent after minute 10.
                 "input_series": [
-                    *({"series": up % i, "values": "1x40"} for i in range(3)),
-                    *({"series": up % i, "values": "0x40"} for i in range(3, 5)),
+                    *({"series": up % i, "values": "1x100"} for i in range(3)),
+                    *({"series": up % i, "values": "0x100"} for i in range(3, 5)),
                     {
                         "series": 'up{job="footprint-exporter",datacenter="dc1",rack="b",instance="m1"}',
                         "values": "1x10",
@@ -213,22 +228,11 @@ def test_rack_alerts_fire_only_after_their_for_duration(tmp_path: Path) -> None:
                             }
                         ],
                     },
-                    {"alertname": "FootprintRackAgentSilent", "eval_time": "17m", "exp_alerts": []},
-                    {
-                        "alertname": "FootprintRackAgentSilent",
-                        "eval_time": "23m",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"severity": "warning", "datacenter": "dc1", "rack": "b"},
-                                "exp_annotations": {
-                                    "summary": "No samples from rack b for 5 minutes.",
-                                    "description": "The Prometheus agent of rack b (dc1) sent data 15 "
-                                    "minutes ago but nothing now: the agent is down or cannot reach the "
-                                    "remote_write endpoint.",
-                                },
-                            }
-                        ],
-                    },
+                    # Rack b's last sample is at minute 10: silent after 5 minutes without one, and still
+                    # firing long after its samples have left every lookback window (it stays dark).
+                    {"alertname": "FootprintRackAgentSilent", "eval_time": "15m", "exp_alerts": []},
+                    _rack_b_silent("16m", "6m 0s"),
+                    _rack_b_silent("90m", "1h 20m 0s"),
                 ],
             }
         ],
