@@ -5,12 +5,15 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import sys
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.model import GpuProcessSample
 
+# The smallest normal float: below it a product keeps fewer digits.
+_NORMAL_MIN = sys.float_info.min
 POLICIES = ("proportional", "idle-baseline")
 
 
@@ -65,12 +68,13 @@ def _split(
     if n == 0 or distributable <= 0 or denominator <= 0:
         return [0.0] * n, energy_j
     shares = [distributable * w / denominator for w in weights]
-    if denominator < 1.0 and 0.0 in shares:
-        # distributable * w can underflow to 0 for a subnormal weight and lose that process' whole
-        # share; w / denominator (within 0-1) cannot. Kept for this case only: elsewhere the usual
-        # order rounds 400 x 0.6 / 0.8 to exactly 300.
+    if denominator < 1.0:
+        # distributable * w is subnormal for a subnormal weight: it loses that process' digits (even
+        # its whole share, underflowing to 0), and divided by a small denominator the error grows
+        # past the share itself. w / denominator (within 0-1) keeps them. Kept for this case only:
+        # elsewhere the usual order rounds 400 x 0.6 / 0.8 to exactly 300.
         shares = [
-            v if v > 0 or w <= 0 else distributable * (w / denominator)
+            distributable * (w / denominator) if 0 < w and distributable * w < _NORMAL_MIN else v
             for v, w in zip(shares, weights, strict=True)
         ]
     # The share that takes the rounding slack: the smallest one still far above a few ulps of the
