@@ -74,7 +74,7 @@ def _split(
         # past the share itself. w / denominator (within 0-1) keeps them. Kept for this case only:
         # elsewhere the usual order rounds 400 x 0.6 / 0.8 to exactly 300.
         shares = [
-            distributable * (w / denominator) if 0 < w and distributable * w < _NORMAL_MIN else v
+            distributable * (w / denominator) if w > 0 and distributable * w < _NORMAL_MIN else v
             for v, w in zip(shares, weights, strict=True)
         ]
     # The share that takes the rounding slack: the smallest one still far above a few ulps of the
