@@ -16,11 +16,12 @@ from exporter.attribution import AttributionPolicy
 from exporter.collector import SnapshotCollector
 from exporter.exposition import render_text
 from exporter.ledger import ProcessLedger
-from exporter.model import CpuReading, ForecastState, IntensityState, ProviderState
+from exporter.model import ForecastState, IntensityState, ProviderState
 from exporter.sampler import Attribution, Sampler
 from exporter.sources.nvml import NvmlGpuSource
 from exporter.workload import WorkloadResolver
 from tests.metrics_text import parse, select
+from tests.test_sampler import ConstantCpu
 
 GRAMS_PER_KWH = 360.0  # 1e-4 g per joule
 EMBODIED_G_PER_S = 0.002
@@ -54,24 +55,6 @@ class ConstantCarbon:
 
     def emission_factors(self) -> tuple[()]:
         return ()
-
-
-class ConstantCpu:
-    name = "rapl"
-
-    def __init__(self, watts: float) -> None:
-        self.watts = watts
-        self.energy = 0.0
-        self.last: float | None = None
-
-    def read(self, now: float) -> list[CpuReading]:
-        if self.last is not None:
-            self.energy += self.watts * (now - self.last)
-        self.last = now
-        return [CpuReading("package-0", "rapl", self.energy, self.watts)]
-
-    def close(self) -> None:
-        pass
 
 
 class Rig:
