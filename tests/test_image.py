@@ -73,6 +73,10 @@ def test_image_runs_as_non_root_reads_the_hosts_proc_and_turns_healthy(
         "--path.procfs=/host/proc",
         "--path.sysfs=/host/sys",
         "--source.gpu=none",
+        # Idle power configured rather than learned, so that a steady host load (where the learner
+        # would call all of the power idle) still leaves CPU energy to attribute to the host's processes.
+        "--attribution.cpu-package-idle-watts=0",
+        "--attribution.cpu-dram-idle-watts=0",
     )
     deadline = time.monotonic() + 90
     health = ""
