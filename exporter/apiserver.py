@@ -25,6 +25,7 @@ from typing import Any
 import requests
 
 from exporter.podlookup import LookupHealth, PodRef, http_error_kind
+from exporter.secrets import bearer_header
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +148,7 @@ class ApiServerPods:
     # -- one list, one watch ------------------------------------------------------------------------
 
     def _headers(self, accept: str) -> dict[str, str]:
-        headers = {"Accept": accept}
-        if self.token_file and os.path.exists(self.token_file):
-            with open(self.token_file, encoding="utf-8") as handle:
-                headers["Authorization"] = "Bearer " + handle.read().strip()
-        return headers
+        return {"Accept": accept, **bearer_header(self.token_file)}
 
     def _verify(self) -> bool | str:
         return self.ca_file if self.ca_file and os.path.exists(self.ca_file) else True

@@ -464,7 +464,7 @@ _SPECS = [
         "footprint_workload_lookup_errors_total",
         "counter",
         ("lookup", "kind"),
-        "Failed pod lookups by kind (unauthorized, forbidden, tls, timeout, connection, http_5xx, "
+        "Failed pod lookups by kind (unauthorized, token, forbidden, tls, timeout, connection, http_5xx, "
         "malformed, unavailable, ...); kind expired counts watches listed again after 410 Gone.",
         "self",
     ),

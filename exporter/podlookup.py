@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter.catalogue import CATALOGUE
+from exporter.secrets import SecretUnavailable
 
 LOOKUPS = ("apiserver", "kubelet", "pod-resources")
 
@@ -67,6 +68,8 @@ class LookupHealth:
 
 def http_error_kind(exc: BaseException) -> str:
     """A short, bounded label value for a failed HTTP request to the API server or the kubelet."""
+    if isinstance(exc, SecretUnavailable):
+        return "token"  # the token file exists but cannot be read or is empty
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         code = exc.response.status_code
         if code == 401:

@@ -18,6 +18,7 @@ import requests
 
 from exporter.model import Workload
 from exporter.podlookup import LookupHealth, PodRef, http_error_kind
+from exporter.secrets import bearer_header
 
 log = logging.getLogger(__name__)
 
@@ -260,12 +261,9 @@ def _pod_fetcher(url: str, token_file: str | None, ca_file: str | None, timeout_
     session = requests.Session()
 
     def fetch() -> dict[str, tuple[str, str]]:
-        headers = {"Accept": "application/json"}
         # A default token or CA path that does not exist (not running in a pod) means "none": the
-        # read-only kubelet port needs neither. Read the token on every call: it is rotated.
-        if token_file and os.path.exists(token_file):
-            with open(token_file, encoding="utf-8") as handle:
-                headers["Authorization"] = "Bearer " + handle.read().strip()
+        # read-only kubelet port needs neither.
+        headers = {"Accept": "application/json", **bearer_header(token_file)}
         verify: bool | str = ca_file if ca_file and os.path.exists(ca_file) else True
         response = session.get(url, headers=headers, timeout=timeout_s, verify=verify)
         response.raise_for_status()

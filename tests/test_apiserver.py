@@ -143,6 +143,22 @@ def test_bad_token_is_unauthorized_and_retried(fake: Served) -> None:
         pods.stop()
 
 
+def test_an_empty_token_file_is_counted_as_token_and_retried(fake: Served) -> None:
+    fake.token_file.write_text("")  # mounted, but the kubelet has not written it yet
+    pod = fake.api.add("a", "ns", NODE)
+    pods = pods_of(fake)
+    pods.start()
+    try:
+        wait_for(lambda: pods.health.read()[1].get("token", 0) >= 1)
+        assert pods.health.read()[0] is False
+        assert fake.api.requests == []  # no request went out with an empty bearer token
+        fake.token_file.write_text(fake.api.token + "\n")
+        wait_for(lambda: pods.get(pod.uid) is not None)
+        assert pods.health.read()[0] is True
+    finally:
+        pods.stop()
+
+
 def test_missing_rbac_is_forbidden(fake: Served) -> None:
     fake.api.rbac = False
     pods = pods_of(fake)

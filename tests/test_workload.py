@@ -14,6 +14,8 @@ import pytest
 import requests
 
 from exporter.model import Workload
+from exporter.podlookup import http_error_kind
+from exporter.secrets import SecretUnavailable
 from exporter.workload import (
     CgroupIdentity,
     WorkloadResolver,
@@ -257,6 +259,20 @@ def test_kubelet_pod_lister_without_token_file_sends_no_token(kubelet: str, tmp_
     pods = kubelet_pod_lister(kubelet, missing, str(tmp_path / "no-such-ca.crt"))()
     assert pods[POD] == ("trainer-7d9f", "ml-team")
     assert _Kubelet.requests_seen == [("/pods", None)]
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n", b"\xff\xfe-not-text"])
+def test_kubelet_pod_lister_refuses_an_empty_or_unreadable_token_file(
+    kubelet: str, tmp_path: Path, content: bytes
+) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(content)
+    with pytest.raises(SecretUnavailable) as info:
+        kubelet_pod_lister(kubelet, str(token), None)()
+    assert http_error_kind(info.value) == "token"
+    assert str(token) in str(info.value)
+    # Nothing was sent: not a request with "Bearer " and no token.
+    assert _Kubelet.requests_seen == []
 
 
 def test_kubelet_pod_lister_raises_on_http_error(kubelet: str) -> None:

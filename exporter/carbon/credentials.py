@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
+from exporter import secrets
 from exporter.carbon.fetch import ProviderError
 
 log = logging.getLogger(__name__)
@@ -27,22 +27,15 @@ def read_secret(provider: str, what: str, env: str | None, path: str | None) -> 
 
     Read on every use so a rotated file or token takes effect without a restart. A missing secret is
     an ``auth`` failure of the provider (the chain falls through), logged as a warning once, naming
-    only the variable or file, never a value.
+    only the variable or file, never a value. The provider's error, which reaches self-metrics and
+    the provider's status, leaves the file's path out.
     """
-    if env:
-        value = os.environ.get(env, "").strip()
-        if value:
-            return value
-    if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                value = handle.read().strip()
-        except OSError as exc:
-            _warn_once(provider, f"{what} file {path} cannot be read ({exc.strerror})")
-            raise ProviderError("auth", f"{what} file cannot be read") from None
-        if value:
-            return value
-        _warn_once(provider, f"{what} file {path} is empty")
-        raise ProviderError("auth", f"{what} file is empty")
-    _warn_once(provider, f"{what} environment variable {env} is not set")
-    raise ProviderError("auth", f"{what} environment variable {env} is not set")
+    try:
+        return secrets.read_secret(what, env, path)
+    except secrets.SecretUnavailable as exc:
+        _warn_once(provider, exc.detail)
+        if exc.reason == secrets.UNSET:
+            message = f"{what} environment variable {env} is not set" if env else f"no {what} file given"
+        else:
+            message = f"{what} file {'is empty' if exc.reason == secrets.EMPTY else 'cannot be read'}"
+        raise ProviderError("auth", message) from None

@@ -20,6 +20,7 @@ from exporter.report.formats import iso, to_csv, to_json, to_markdown
 from exporter.report.html import to_html
 from exporter.report.model import Report
 from exporter.report.prometheus_api import PrometheusApi, PrometheusError
+from exporter.secrets import SecretUnavailable, read_secret_file
 
 PROG = "footprint-exporter report"
 FORMATS = ("csv", "json", "markdown", "html")
@@ -175,13 +176,9 @@ def check_url(url: str) -> str:
 
 def _read_secret_file(path: str, flag: str) -> str:
     try:
-        value = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ArgumentError(f"{flag}: cannot read {path}: {reason}") from None
-    if not value:
-        raise ArgumentError(f"{flag}: {path} is empty")
-    return value
+        return read_secret_file(path, "secret")
+    except SecretUnavailable as exc:
+        raise ArgumentError(f"{flag}: {exc.detail}") from None
 
 
 @dataclass(frozen=True)

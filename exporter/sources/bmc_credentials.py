@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from exporter.secrets import SecretUnavailable, read_secret
 from exporter.sources import SourceReadError
 
 
@@ -38,16 +38,7 @@ class BmcCredentials:
 
     @staticmethod
     def _read(env: str, path: str | None, what: str) -> str:
-        value = os.environ.get(env, "").strip()
-        if value:
-            return value
-        if path:
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    value = handle.read().strip()
-            except OSError as exc:
-                raise SourceReadError("auth", f"{what} file {path} cannot be read ({exc.strerror})") from None
-            if value:
-                return value
-            raise SourceReadError("auth", f"{what} file {path} is empty")
-        raise SourceReadError("auth", f"no {what}: set {env} or give a {what} file")
+        try:
+            return read_secret(what, env, path)
+        except SecretUnavailable as exc:
+            raise SourceReadError("auth", exc.detail) from None
