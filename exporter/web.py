@@ -58,6 +58,7 @@ _TLS_KEYS = {
 # 31 of hash in bcrypt's base64 alphabet.
 _BCRYPT = re.compile(r"^\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}$")
 BCRYPT_MAX_PASSWORD = 72  # bcrypt reads at most 72 bytes of a password
+BCRYPT_SLOW_COST = 12  # above it a login takes over a second: warned at start
 
 
 @dataclass
@@ -91,6 +92,16 @@ def load_web_config(path: str | None) -> WebConfig:
             )
         config.users[str(user)] = _bcrypt_hash(hashed, where)
     costs = sorted({bcrypt_cost(h) for h in config.users.values()})
+    if costs and costs[-1] > BCRYPT_SLOW_COST:
+        # Each step doubles the work: cost 10 takes about 0.09 s on a 2-core machine (docs/security.md).
+        seconds = 0.09 * 2 ** (costs[-1] - 10)
+        log.warning(
+            "basic_auth_users: bcrypt cost %d makes each first login and each failed one take about "
+            "%s of CPU (cost 10: about 0.1 s); a cost of 10 to %d is enough",
+            costs[-1],
+            f"{seconds:.1f} s" if seconds < 3600 else f"{seconds / 3600:.0f} h",
+            BCRYPT_SLOW_COST,
+        )
     if len(costs) > 1:
         log.warning(
             "basic_auth_users use different bcrypt costs (%s): an unknown user name takes as long as "

@@ -415,3 +415,34 @@ def test_server_close_does_not_wait_for_clients() -> None:
         closing.start()
         closing.join(5)  # the serving thread would wait 10 s (its read timeout) for us
         assert not closing.is_alive()
+
+
+def _hash_at_cost(cost: int) -> str:
+    """A valid bcrypt hash whose cost field says ``cost``, made at cost 4 (nothing here checks a password)."""
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    return f"{hashed[:4]}{cost:02d}{hashed[6:]}"
+
+
+@pytest.mark.parametrize(
+    ("costs", "warned"),
+    [
+        ((10,), []),
+        ((12, 12), []),
+        ((31,), ["bcrypt cost 31", "about 52 h"]),
+        ((13,), ["bcrypt cost 13", "about 0.7 s"]),
+        ((10, 11), ["different bcrypt costs (10, 11)"]),
+    ],
+)
+def test_slow_or_mixed_bcrypt_costs_are_warned_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, costs: tuple[int, ...], warned: list[str]
+) -> None:
+    users = "".join(f"    user{i}: {_hash_at_cost(cost)}\n" for i, cost in enumerate(costs))
+    path = tmp_path / "web.yml"
+    path.write_text("basic_auth_users:\n" + users)
+    with caplog.at_level("WARNING", logger="exporter.web"):
+        config = load_web_config(str(path))
+    assert len(config.users) == len(costs)  # accepted: a warning, not a refusal
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert all(fragment in text for fragment in warned), text
+    if not warned:
+        assert not caplog.records
