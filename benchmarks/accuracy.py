@@ -97,7 +97,7 @@ def bursty_trace(duration_s: float = 120.0, seed: int = 7) -> Trace:
 
 
 def write_trace(trace: Trace, path: Path, counter: bool = True) -> None:
-    """DESIGN.md section 5 JSON Lines: one line per change of any GPU, every GPU on every line."""
+    """The replay format (docs/sources.md, "Replay traces"): a line per change of any GPU, every GPU on it."""
     times = sorted({s.start for steps in trace.gpus for s in steps} | {trace.duration_s})
     with path.open("w", encoding="utf-8") as fh:
         for t in times:

@@ -14,7 +14,7 @@ from benchmarks.stats import median, percentile
 from exporter.exposition import render_text
 from exporter.web import WebConfig, serve
 
-# (GPUs, processes in total). DESIGN.md's "8 GPUs and 200 attributed processes" reads as 200 in total;
+# (GPUs, processes in total). The design target "8 GPUs and 200 attributed processes" reads as 200 in total;
 # the 8x1600 row is the other reading (200 processes on each of 8 GPUs).
 SIZES: tuple[tuple[int, int], ...] = ((1, 10), (8, 200), (16, 1000), (8, 1600))
 

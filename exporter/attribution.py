@@ -153,8 +153,8 @@ def _util_weights(processes: Sequence[GpuProcessSample]) -> list[float]:
 def _mig_weights(processes: Sequence[GpuProcessSample]) -> list[float]:
     """Each process's share of the whole board on a MIG GPU; the shares add up to at most 1.
 
-    NVML measures power only for the whole board and no activity per instance (DESIGN.md section 3),
-    so an instance's processes get at most the instance's share of the board's SMs: all of it when
+    NVML measures power only for the whole board and no activity per instance (docs/attribution.md,
+    "MIG"), so an instance's processes get at most the instance's share of the board's SMs: all of it when
     their activity is unknown (split equally among them), ``share x activity`` when a source knows
     it. Instances no process occupies keep their share out of the sum, so it stays unattributed.
     Processes whose instance is unknown share the capacity no known instance accounts for.

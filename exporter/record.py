@@ -1,4 +1,7 @@
-"""``footprint-exporter record``: writes GPU readings as a replay trace (JSON Lines, DESIGN.md section 5)."""
+"""``footprint-exporter record``: writes GPU readings as a replay trace.
+
+The format is JSON Lines, described in docs/sources.md, "Replay traces".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Plays a recorded GPU trace (JSON Lines, DESIGN.md section 5) in real time from the exporter's start."""
+"""Plays a recorded GPU trace in real time from the exporter's start.
+
+The format is JSON Lines, described in docs/sources.md, "Replay traces".
+"""
 
 from __future__ import annotations
 
