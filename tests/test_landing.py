@@ -196,6 +196,9 @@ def test_running_exporter_serves_the_page_and_logs_the_zone(tmp_path: Path) -> N
     config.write_text("carbon:\n  zone: DE\n  pue: 1.25\n")
     exporter = start_exporter(["--source.gpu=simulated", "--source.cpu=estimated", f"--config.file={config}"])
     try:
+        # The page renders the sampler's last snapshot: before the first tick that is the empty one
+        # (no intensity, PUE 1), and /healthz already answers then.
+        exporter.wait_for_first_sample()
         page = requests.get(exporter.url + "/", timeout=10)
         metrics = parse(exporter.metrics())
     finally:
@@ -217,6 +220,7 @@ def test_running_exporter_serves_the_page_and_logs_the_zone(tmp_path: Path) -> N
 def test_landing_page_in_chromium_warns_about_the_world_average(tmp_path: Path) -> None:
     exporter = start_exporter(["--source.gpu=simulated", "--source.cpu=estimated"])
     try:
+        exporter.wait_for_first_sample()  # the warning comes from the first snapshot's intensities
         with browser() as chrome:
             found = chrome.open(exporter.url + "/", width=1000, height=900)
             assert found.console_errors == [], found.messages
