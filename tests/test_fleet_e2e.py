@@ -404,8 +404,16 @@ def test_central_fleet_rules_equal_the_sum_of_three_nodes(tmp_path: Path) -> Non
             "datacenter": "dc-test",
             "rack": "rack-test",
         }
-        # Wait for the energy rate to cover a few samples of every node.
-        time.sleep(5)
+        # Wait for the energy rate to cover a few samples of every node: until the central store holds
+        # at least three of every GPU's energy counter (scrapes and remote-write batches are their own
+        # schedule; a fixed sleep could leave a series with one sample and so no rate).
+        _wait_for(
+            "three samples of every GPU's energy at central",
+            lambda: (
+                _scalar(central, "count(count_over_time(footprint_gpu_energy_joules_total[5m]) >= 3)") == 9
+                or None
+            ),
+        )
 
         # Stop the agent so that every sample it scraped has been delivered (it flushes on SIGTERM);
         # rule evaluations after that saw exactly the data a query sees, so both sides must agree.
