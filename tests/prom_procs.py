@@ -31,7 +31,6 @@ from typing import Any
 
 import requests
 
-
 # Every port free_port() handed out in this process. The port is released before the process that
 # will listen on it binds it (a second or so for the exporter's imports, longer for Prometheus), and
 # in that time the kernel may choose the same port for the next bind(0): two servers a test starts
