@@ -387,8 +387,14 @@ def test_central_fleet_rules_equal_the_sum_of_three_nodes(tmp_path: Path) -> Non
             lambda: _scalar(central, 'rack:footprint_exporters_up:sum{rack="rack-test"}') == 3 or None,
         )
         assert up is True
+        # Every GPU, not just some: each series is remote-written on its own (the agent shards by
+        # series), so the nodes' `up` above can arrive before some of their footprint_gpu_info.
+        every_gpu = sum(count for _name, _seed, count in NODES)
         gpus = _wait_for(
-            "all GPUs at central", lambda: _scalar(central, "datacenter:footprint_gpu_count:sum") or None
+            "all GPUs at central",
+            lambda: (
+                every_gpu if _scalar(central, "datacenter:footprint_gpu_count:sum") == every_gpu else None
+            ),
         )
         per_node = {
             r["metric"]["node"]: float(r["value"][1])
