@@ -164,7 +164,9 @@ def render_landing(
         for w in carbon_warnings(snap.intensities, snap.providers)
     ]
     warnings += device_warnings(snap)
-    age = now - snap.timestamp if snap.timestamp else None
+    # The sampler's snapshot before its first tick has a timestamp (/healthz measures stalls from it) but
+    # nothing sampled: that page must not claim fresh data.
+    age = now - snap.timestamp if snap.samples_total else None
     if age is None:
         warnings.append(("warning", "no sample taken yet"))
     notes = "\n".join(f'<p class="{sev}">{escape(text)}</p>' for sev, text in warnings) or (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +36,22 @@ class ExporterProcess:
 
     def metrics(self) -> str:
         return requests.get(self.url + "/metrics", timeout=10).text
+
+    def wait_for_first_sample(self, timeout: float = 60) -> str:
+        """Wait until the sampler has published its first snapshot; return that /metrics text.
+
+        /healthz answers as soon as the server listens, a moment before the sampler's first tick: until
+        then /metrics has none of the sampled series and the landing page shows the empty snapshot.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.metrics()
+            found = re.search(r"^footprint_samples_total (\S+)$", text, re.MULTILINE)
+            if found and float(found.group(1)) >= 1:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no sample published in {timeout:g}s: {self.log_text()[-3000:]}")
+            time.sleep(0.05)
 
     def log_text(self) -> str:
         self.log.flush()

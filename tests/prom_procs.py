@@ -31,12 +31,23 @@ from typing import Any
 
 import requests
 
+# Every port free_port() handed out in this process. The port is released before the process that
+# will listen on it binds it (a second or so for the exporter's imports, longer for Prometheus), and
+# in that time the kernel may choose the same port for the next bind(0): two servers a test starts
+# one after the other would then collide. A port once handed out is never handed out again.
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0 and read what the kernel chose)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind port 0 and read what the kernel chose),
+    never one this process was given before."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def binary(*names: str) -> str:

@@ -137,8 +137,8 @@ def test_bad_token_is_unauthorized_and_retried(fake: Served) -> None:
         assert pods.health.read()[0] is False
         assert pods.get(pod.uid) is None
         fake.token_file.write_text(fake.api.token + "\n")  # the kubelet rotated it: read on every request
-        wait_for(lambda: pods.get(pod.uid) is not None)
-        assert pods.health.read()[0] is True
+        # The list stores the pods, then marks the lookup up: wait for both, not one then the other.
+        wait_for(lambda: pods.get(pod.uid) is not None and pods.health.read()[0] is True)
     finally:
         pods.stop()
 
@@ -153,8 +153,8 @@ def test_an_empty_token_file_is_counted_as_token_and_retried(fake: Served) -> No
         assert pods.health.read()[0] is False
         assert fake.api.requests == []  # no request went out with an empty bearer token
         fake.token_file.write_text(fake.api.token + "\n")
-        wait_for(lambda: pods.get(pod.uid) is not None)
-        assert pods.health.read()[0] is True
+        # The list stores the pods, then marks the lookup up: wait for both, not one then the other.
+        wait_for(lambda: pods.get(pod.uid) is not None and pods.health.read()[0] is True)
     finally:
         pods.stop()
 

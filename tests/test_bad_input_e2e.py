@@ -145,7 +145,12 @@ def test_sigterm_saves_and_ends_without_a_traceback(tmp_path: Path) -> None:
             "--state.interval=1d",
         ]
     )
-    time.sleep(1.0)
+    # Energy accrues from the second tick on; wait until the served snapshot has some rather than
+    # sleeping (a slow start could leave a fixed second with fewer than two ticks).
+    deadline = time.monotonic() + 30
+    while not sum(select(parse(exporter.metrics()), "footprint_gpu_energy_joules_total").values()):
+        assert time.monotonic() < deadline, exporter.log_text()[-3000:]
+        time.sleep(0.1)
     code, log = exporter.stop(signal.SIGTERM)
     assert code == 0 and "Traceback" not in log, log
     assert "stopped" in log.splitlines()[-1]
@@ -171,6 +176,8 @@ def test_silent_connections_beyond_the_file_limit_do_not_stop_scrapes() -> None:
     )
     silent: list[socket.socket] = []
     try:
+        # The scrapes below look for a sampled series, which exists only from the first tick on.
+        exporter.wait_for_first_sample()
         for _ in range(1085):
             s = socket.socket()
             s.settimeout(5)

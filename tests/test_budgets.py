@@ -553,10 +553,12 @@ def test_a_prometheus_restart_continues_the_count_and_shows_the_gap_in_coverage(
                 time.sleep(1)
             assert (value(prom, emitted) or 0) > 0, prom.log_tail()
             time.sleep(3)
+        stopped = time.time()
         time.sleep(6)  # Prometheus is down: no scrapes, no rule evaluations
-        with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
-            time.sleep(6)
-            series = {}
+
+        def after_restart(prom: Any) -> dict[str, list[tuple[float, float]]] | None:
+            """The four series once the first evaluation after the restart is stored in each of them."""
+            series: dict[str, list[tuple[float, float]]] = {}
             for name in (
                 emitted,
                 "footprint:budget_covered_seconds:cumulative",
@@ -565,6 +567,18 @@ def test_a_prometheus_restart_continues_the_count_and_shows_the_gap_in_coverage(
             ):
                 (result,) = prom.query(f"{name}[2m]")
                 series[name] = [(float(t), float(v)) for t, v in result["values"]]
+            restarted = [t for t, _ in series[budgets.EVALUATED] if t > stopped]
+            if restarted and all(restarted[0] in dict(points) for points in series.values()):
+                return series
+            return None
+
+        with prometheus(tmp_path / "prometheus.yml", tmp_path / "prom") as prom:
+            # Rules run on their own schedule once Prometheus is ready: wait for the first evaluation
+            # after the restart instead of sleeping a fixed time and hoping one happened.
+            deadline = time.monotonic() + 60
+            while (series := after_restart(prom)) is None:
+                assert time.monotonic() < deadline, prom.log_tail()
+                time.sleep(1)
     finally:
         exporter.stop()
     evaluated = series[budgets.EVALUATED]

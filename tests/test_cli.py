@@ -171,8 +171,9 @@ def test_state_file_carries_totals_across_restarts(tmp_path: Path) -> None:
 
     second = start_exporter(args)
     try:
-        # The very first scrape already continues from the saved total.
-        assert gpu_total(second.metrics()) >= saved_total
+        # The first snapshot the sampler publishes already continues from the saved total. (A scrape
+        # before that first tick has no GPU series at all: /healthz answers a moment earlier.)
+        assert gpu_total(second.wait_for_first_sample()) >= saved_total
         saves = wait_for(lambda: select(parse(second.metrics()), "footprint_state_saves_total"))
         assert next(iter(saves.values())) >= 0
     finally:
@@ -186,7 +187,10 @@ def test_corrupt_state_file_is_set_aside(tmp_path: Path) -> None:
         ["--source.gpu=simulated", "--source.cpu=none", f"--state.file={state}", "--sample.interval=100ms"]
     )
     try:
-        assert gpu_total(exp.metrics()) < 10_000  # started from zero
+        # From the first published snapshot on (before it the series are absent, and this held trivially).
+        first = exp.wait_for_first_sample()
+        assert select(parse(first), "footprint_gpu_energy_joules_total")
+        assert gpu_total(first) < 10_000  # started from zero
     finally:
         code, err = exp.stop()
     assert code == 0

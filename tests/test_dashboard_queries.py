@@ -144,6 +144,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "--source.gpu=simulated",
                 f"--source.gpu.simulated.seed={fleet.seed}",
                 "--source.cpu=estimated",
+                # Idle power configured, not learned: the learner calls all of a steady load idle (on
+                # a quiet or a saturated machine), and then no process is charged CPU energy and the
+                # CPU-by-user panel has no series to show.
+                "--attribution.cpu-package-idle-watts=0",
                 "--sample.interval=250ms",
                 f"--config.file={tmp / 'exporter.yml'}",
                 f"--state.file={tmp / 'state.json'}",

@@ -387,8 +387,14 @@ def test_central_fleet_rules_equal_the_sum_of_three_nodes(tmp_path: Path) -> Non
             lambda: _scalar(central, 'rack:footprint_exporters_up:sum{rack="rack-test"}') == 3 or None,
         )
         assert up is True
+        # Every GPU, not just some: each series is remote-written on its own (the agent shards by
+        # series), so the nodes' `up` above can arrive before some of their footprint_gpu_info.
+        every_gpu = sum(count for _name, _seed, count in NODES)
         gpus = _wait_for(
-            "all GPUs at central", lambda: _scalar(central, "datacenter:footprint_gpu_count:sum") or None
+            "all GPUs at central",
+            lambda: (
+                every_gpu if _scalar(central, "datacenter:footprint_gpu_count:sum") == every_gpu else None
+            ),
         )
         per_node = {
             r["metric"]["node"]: float(r["value"][1])
@@ -404,8 +410,16 @@ def test_central_fleet_rules_equal_the_sum_of_three_nodes(tmp_path: Path) -> Non
             "datacenter": "dc-test",
             "rack": "rack-test",
         }
-        # Wait for the energy rate to cover a few samples of every node.
-        time.sleep(5)
+        # Wait for the energy rate to cover a few samples of every node: until the central store holds
+        # at least three of every GPU's energy counter (scrapes and remote-write batches are their own
+        # schedule; a fixed sleep could leave a series with one sample and so no rate).
+        _wait_for(
+            "three samples of every GPU's energy at central",
+            lambda: (
+                _scalar(central, "count(count_over_time(footprint_gpu_energy_joules_total[5m]) >= 3)") == 9
+                or None
+            ),
+        )
 
         # Stop the agent so that every sample it scraped has been delivered (it flushes on SIGTERM);
         # rule evaluations after that saw exactly the data a query sees, so both sides must agree.

@@ -42,6 +42,7 @@ def snapshot(**changes: object) -> Snapshot:
     cpus = (CpuState(CpuReading("package-0", "rapl", 1.0, 50.0), 1.8e6, 9.0e5, 250.0),)
     base = {
         "timestamp": NOW - 1,
+        "samples_total": 3600,
         "gpu_source": "nvml",
         "gpus": gpus,
         "cpus": cpus,
@@ -91,6 +92,17 @@ def test_page_shows_this_node_and_the_carbon_source() -> None:
     assert "average DE electricitymaps lifecycle 250.0 120 s" in text
     assert "No data-quality warnings" in text
     assert "GPU source nvml" in text and "PUE 1.2" in text
+
+
+def test_page_before_the_first_sample_says_so() -> None:
+    # What the exporter serves between binding its port and the sampler's first tick: the sampler's
+    # initial snapshot, which has a timestamp but no data (it showed "No data-quality warnings ...
+    # fresh data" and "last sample 0 s ago").
+    from exporter.sampler import Sampler
+
+    text = text_of(render_landing(Sampler(None, None).snapshot))
+    assert "no sample taken yet" in text and "no sample yet" in text
+    assert "No data-quality warnings" not in text and "last sample" not in text
 
 
 @pytest.mark.parametrize(
@@ -196,6 +208,9 @@ def test_running_exporter_serves_the_page_and_logs_the_zone(tmp_path: Path) -> N
     config.write_text("carbon:\n  zone: DE\n  pue: 1.25\n")
     exporter = start_exporter(["--source.gpu=simulated", "--source.cpu=estimated", f"--config.file={config}"])
     try:
+        # The page renders the sampler's last snapshot: before the first tick that is the empty one
+        # (no intensity, PUE 1), and /healthz already answers then.
+        exporter.wait_for_first_sample()
         page = requests.get(exporter.url + "/", timeout=10)
         metrics = parse(exporter.metrics())
     finally:
@@ -217,6 +232,7 @@ def test_running_exporter_serves_the_page_and_logs_the_zone(tmp_path: Path) -> N
 def test_landing_page_in_chromium_warns_about_the_world_average(tmp_path: Path) -> None:
     exporter = start_exporter(["--source.gpu=simulated", "--source.cpu=estimated"])
     try:
+        exporter.wait_for_first_sample()  # the warning comes from the first snapshot's intensities
         with browser() as chrome:
             found = chrome.open(exporter.url + "/", width=1000, height=900)
             assert found.console_errors == [], found.messages
