@@ -262,12 +262,14 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client went away
 
     def _end_stream(self) -> None:
+        # The connection stays open for the next request, as the API server's (Go net/http) does after
+        # a complete chunked response. Closing it here without saying "Connection: close" made the
+        # client reuse a connection the fake was closing at that moment: a spurious "connection" error.
         try:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except OSError:
-            pass
-        self.close_connection = True
+            self.close_connection = True
 
 
 @dataclass
