@@ -170,6 +170,11 @@ def test_held_idle_instance_gets_the_share_an_occupied_one_gets_and_conservation
     assert held_idle_instances(unknown, BOARD, (), lambda *a: INFER) == []
     busy = (GpuProcessSample(pid=7, gpu_instance_id=2, mig_sm_share=28 / 98),)
     assert held_idle_instances(instances[1:2], BOARD, busy, lambda *a: INFER) == []
+    # Two compute instances of one GPU instance held by two pods: the instance is nobody's.
+    two = (MigInstance(2, MIG_2G, 28 / 98), MigInstance(2, MIG_1G, 28 / 98))
+    pods = {MIG_2G: INFER, MIG_1G: PodRef("other", "ns")}
+    assert held_idle_instances(two, BOARD, (), lambda uuid, gpu, gi: pods.get(uuid)) == []
+    assert held_idle_instances(two, BOARD, (), lambda *a: INFER)[0][0] == INFER
 
 
 def _sampler(
