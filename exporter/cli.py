@@ -232,6 +232,7 @@ def build_attribution(cfg: Config, gpu_source: GpuSource | None, identity: PodId
         cpu_ledger=ProcessLedger(cfg["attribution.cpu-group-by"], max_series, retention, system_series=True),
         cpu_times=ProcessCpuTimes(cfg["path.procfs"]) if cfg["attribution.cpu"] else None,
         gpu_owner=identity.allocations.owner if identity.allocations is not None else None,
+        mig_owner=identity.allocations.mig_owner if identity.allocations is not None else None,
         cpu_idle=CpuIdlePolicy(
             cfg["attribution.cpu-idle"],
             cfg["attribution.cpu-package-idle-watts"],

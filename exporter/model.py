@@ -30,6 +30,21 @@ class GpuProcessSample:
 
 
 @dataclass(frozen=True, slots=True)
+class MigInstance:
+    """One MIG device of a MIG-enabled GPU, as NVML lists it (docs/attribution.md, "MIG").
+
+    ``uuid`` is what ``nvmlDeviceGetUUID`` answers on the MIG device's handle: ``MIG-<uuid>`` from
+    driver R470 on, ``MIG-GPU-<gpu uuid>/<gi>/<ci>`` before; the NVIDIA device plugin hands the same
+    string to the kubelet as the device id. ``sm_share`` is the instance's share of the SMs MIG hands
+    out (0-1), None when unknown.
+    """
+
+    gpu_instance_id: int
+    uuid: str
+    sm_share: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GpuReading:
     """One GPU read once. A field the device does not support is None, never a silent zero."""
 
@@ -51,6 +66,9 @@ class GpuReading:
     power_limit_w: float | None = None
     # None: the source cannot list processes; (): it can, and none holds the GPU.
     processes: tuple[GpuProcessSample, ...] | None = None
+    # MIG: the GPU's MIG devices, whether a process runs in them or not; None where the GPU has MIG
+    # off or its layout is not known.
+    mig_instances: tuple[MigInstance, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

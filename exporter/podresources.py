@@ -16,6 +16,12 @@ its default) or NVML indices (``index``); with time-slicing or MPS sharing they 
 suffix (``GPU-...::3``), and such a GPU is shared, never owned. The API answers names and
 namespaces, not pod UIDs: those come from the API server lookup when it runs.
 
+MIG devices (k8s-device-plugin ``internal/rm/device_map.go`` and ``devices.go``): with MIG strategy
+``mixed`` each profile is its own resource, ``nvidia.com/mig-<profile>`` (``nvidia.com/mig-1g.10gb``);
+with ``single`` they are ``nvidia.com/gpu``. Either way the device id is the MIG device's UUID as NVML
+answers it (``BuildDevice`` sets the id from ``GetUUID``): ``MIG-<uuid>`` from driver R470 on,
+``MIG-GPU-<gpu uuid>/<gi>/<ci>`` before (NVML change log); replicas carry ``::N`` as GPUs do.
+
 The transport is HTTP/2 (the ``h2`` library) with gRPC's framing done here: a five-byte prefix per
 message, the status in the trailers. grpcio would do the same for about 27 MB more resident memory,
 half the exporter's budget.
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 LIST_METHOD = "/v1.PodResourcesLister/List"
 GPU_RESOURCE = "nvidia.com/gpu"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 MAX_RESPONSE_BYTES = 16 << 20
 # gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html) as error kinds. The
 # kubelet answers ResourceExhausted when its pod-resources rate limit is hit.
@@ -262,6 +269,46 @@ def exclusive_owners(groups: list[ContainerDevices], resource: str = GPU_RESOURC
     return owners
 
 
+def _old_mig_key(device: str) -> str | None:
+    """``<gpu uuid>/<gi>`` for a pre-R470 MIG id ``MIG-GPU-<gpu uuid>/<gi>/<ci>``, else None."""
+    if not device.startswith("MIG-GPU-"):
+        return None
+    parts = device[len("MIG-") :].split("/")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts[1:]):
+        return None
+    return f"{parts[0]}/{int(parts[1])}"
+
+
+def exclusive_mig_owners(groups: list[ContainerDevices]) -> dict[str, PodRef]:
+    """MIG device id -> the one pod it is allocated to, for MIG devices exactly one pod holds unshared.
+
+    Ids come from ``nvidia.com/mig-*`` (strategy mixed) and ``nvidia.com/gpu`` (strategy single)
+    and start with ``MIG-``. A pre-R470 id ``MIG-GPU-<gpu uuid>/<gi>/<ci>`` also gives its GPU
+    instance a key ``<gpu uuid>/<gi>``, owned only where every such id of that instance is the same
+    pod's: it matches a driver that names the same device ``MIG-<uuid>``.
+    """
+    holders: dict[str, set[tuple[str, str]]] = {}
+    shared: set[str] = set()
+    for group in groups:
+        if group.resource_name != GPU_RESOURCE and not group.resource_name.startswith(MIG_RESOURCE_PREFIX):
+            continue
+        for device in group.device_ids:
+            base, replica, _ = device.partition("::")
+            if not base.startswith("MIG-"):
+                continue
+            old = _old_mig_key(base)
+            for key in (base,) if old is None else (base, old):
+                if replica:
+                    shared.add(key)
+                holders.setdefault(key, set()).add((group.namespace, group.pod))
+    owners: dict[str, PodRef] = {}
+    for key, pods in holders.items():
+        if key not in shared and len(pods) == 1:
+            namespace, pod = next(iter(pods))
+            owners[key] = PodRef(pod, namespace)
+    return owners
+
+
 class GpuAllocations:
     """Polls pod-resources on its own thread and answers, without I/O, which pod owns a GPU.
 
@@ -287,6 +334,7 @@ class GpuAllocations:
         self.clock = clock
         self.health = LookupHealth("pod-resources")
         self._owners: dict[str, PodRef] = {}
+        self._mig_owners: dict[str, PodRef] = {}
         self._fetched_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -303,16 +351,30 @@ class GpuAllocations:
             log.warning("pod-resources answer is not a ListPodResourcesResponse: %s", exc)
             return
         self._owners = exclusive_owners(groups)
+        self._mig_owners = exclusive_mig_owners(groups)
         self._fetched_at = self.clock()
         self.health.ok(len({(g.namespace, g.pod) for g in groups if g.device_ids}))
 
     def owner(self, gpu_uuid: str, gpu_index: int) -> PodRef | None:
         """The pod this GPU is allocated to alone, or None (shared, free, unknown or stale)."""
-        fetched = self._fetched_at
-        if fetched is None or self.clock() - fetched > self.stale_after_s:
+        if not self._fresh():
             return None
         owners = self._owners
-        ref = owners.get(gpu_uuid) or owners.get(f"index:{gpu_index}")
+        return self._with_uid(owners.get(gpu_uuid) or owners.get(f"index:{gpu_index}"))
+
+    def mig_owner(self, mig_uuid: str, gpu_uuid: str, gpu_instance_id: int) -> PodRef | None:
+        """The pod a MIG device (NVML's UUID for it, its GPU and GPU instance) is allocated to alone."""
+        if not self._fresh():
+            return None
+        owners = self._mig_owners
+        ref = owners.get(mig_uuid) if mig_uuid else None
+        return self._with_uid(ref or owners.get(f"{gpu_uuid}/{gpu_instance_id}"))
+
+    def _fresh(self) -> bool:
+        fetched = self._fetched_at
+        return fetched is not None and self.clock() - fetched <= self.stale_after_s
+
+    def _with_uid(self, ref: PodRef | None) -> PodRef | None:
         if ref is None:
             return None
         if self.uid_of is not None and not ref.uid:

@@ -61,6 +61,10 @@ def process_to_json(process: GpuProcessSample, cgroup_of: CgroupReader) -> dict[
     if process.start_time is not None:
         # Not in the contract's example, but the replay reads it: it keeps a reused PID apart.
         out["start_time"] = process.start_time
+    if process.gpu_instance_id is not None:
+        out["gpu_instance_id"] = process.gpu_instance_id
+    if process.mig_sm_share is not None:
+        out["mig_sm_share"] = process.mig_sm_share
     return out
 
 
@@ -91,6 +95,12 @@ def reading_to_json(reading: GpuReading, cgroup_of: CgroupReader = lambda pid: "
         out["pci_bus_id"] = reading.pci_bus_id
     if reading.processes is not None:
         out["processes"] = [process_to_json(p, cgroup_of) for p in reading.processes]
+    if reading.mig_instances is not None:
+        out["mig_instances"] = [
+            {"gpu_instance_id": m.gpu_instance_id, "uuid": m.uuid}
+            | ({} if m.sm_share is None else {"sm_share": m.sm_share})
+            for m in reading.mig_instances
+        ]
     return out
 
 

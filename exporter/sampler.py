@@ -21,6 +21,7 @@ from exporter.attribution import (
 )
 from exporter.carbon.accounting import operational_grams, water_litres
 from exporter.energy import NONE, EnergyTracker
+from exporter.migallocation import MigOwner, held_idle_instances
 from exporter.model import (
     CpuReading,
     CpuState,
@@ -128,6 +129,8 @@ class Attribution:
     cpu_since: CpuTimeSince | None = None
     # The pod a GPU is allocated to alone (kubelet pod-resources), by (uuid, index); None if not known.
     gpu_owner: Callable[[str, int], PodRef | None] | None = None
+    # The same for MIG devices, by (MIG device UUID, GPU UUID, GPU instance id).
+    mig_owner: MigOwner | None = None
 
 
 @dataclass
@@ -671,6 +674,7 @@ class Sampler:
         unattributed = delta
         workloads = []
         owner: PodRef | None = None
+        allocated: list[tuple[PodRef, float]] = []
         if att is not None:
             learner = att.learners.setdefault(key, IdleBaselineLearner())
             if reading.processes is not None:
@@ -682,7 +686,16 @@ class Sampler:
             owner = att.gpu_owner(reading.uuid, reading.index) if att.gpu_owner and not processes else None
             if owner is not None:
                 processes = (GpuProcessSample(pid=0),)
+            # So is a MIG instance one pod holds while NVML shows no process in it: its share, as if occupied.
+            held: list[tuple[PodRef, GpuProcessSample]] = []
+            if owner is None and att.mig_owner is not None and reading.mig_instances:
+                held = held_idle_instances(reading.mig_instances, reading.uuid, processes, att.mig_owner)
+                processes = (*processes, *(stand_in for _, stand_in in held))
             shares, unattributed = attribute_gpu_energy(delta, span, processes, att.policy, idle_w)
+            if held:
+                visible = len(processes) - len(held)
+                allocated = [(pod, j) for (pod, _), j in zip(held, shares[visible:], strict=True)]
+                processes, shares = processes[:visible], shares[:visible]
             workloads = [
                 att.resolver.resolve(p.pid, p.start_time, p.comm, p.user, p.cgroup)
                 for p in processes
@@ -696,11 +709,13 @@ class Sampler:
         totals.add_market(None if market_per_j is None else delta * market_per_j)
         totals.embodied_grams += embodied
         if att is not None and owner is not None:
-            (joules,) = shares
+            allocated = [(owner, shares[0])]
+        for pod, joules in allocated:
+            assert att is not None
             att.gpu_ledger.add_allocated(
                 reading.uuid,
                 str(reading.index),
-                owner,
+                pod,
                 joules,
                 span,
                 now,
@@ -709,7 +724,7 @@ class Sampler:
                 embodied_grams=embodied * (joules / delta if delta > 0 else 0.0),
                 market_grams=None if market_per_j is None else joules * market_per_j,
             )
-        elif att is not None:
+        if att is not None and owner is None:
             for proc, joules, workload in zip(processes, shares, workloads, strict=True):
                 frac = joules / delta if delta > 0 else 0.0
                 att.gpu_ledger.add(

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import bisect
 import types
+import uuid as uuid_module
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -99,10 +100,19 @@ class FakeProcess:
 
 @dataclass
 class FakeMigInstance:
-    """A MIG GPU instance (slot order = MIG device index)."""
+    """A MIG device: one compute instance of a GPU instance (slot order = MIG device index).
+
+    ``uuid`` is what ``nvmlDeviceGetUUID`` answers on its handle. The NVML change log (docs.nvidia.com/
+    deploy/nvml-api, "Change Log") says nvmlDeviceGetUUID returns MIG UUIDs "in the canonical format,
+    'MIG-UUID'" from R470 on; earlier drivers answered ``MIG-GPU-<gpu uuid>/<gi>/<ci>`` (the form
+    CUDA_VISIBLE_DEVICES still takes). Left empty, the fake makes a canonical one from the parent
+    GPU's UUID and the instance ids, stable across reads as the driver's is while the instance lives.
+    """
 
     gpu_instance_id: int
     multiprocessor_count: int
+    uuid: str = ""
+    compute_instance_id: int = 0
 
 
 @dataclass
@@ -363,7 +373,15 @@ class FakeNvml(types.ModuleType):
     # ------------------------------------------------------------------ static facts
 
     def nvmlDeviceGetUUID(self, handle: FakeHandle) -> str:
-        return self._device("nvmlDeviceGetUUID", handle).uuid
+        gpu = self._device("nvmlDeviceGetUUID", handle)
+        if handle.mig_slot is None:
+            return gpu.uuid
+        assert gpu.mig is not None
+        instance = gpu.mig[handle.mig_slot]
+        if instance.uuid:
+            return instance.uuid
+        seed = f"{gpu.uuid}/{instance.gpu_instance_id}/{instance.compute_instance_id}"
+        return f"MIG-{uuid_module.uuid5(uuid_module.NAMESPACE_OID, seed)}"
 
     def nvmlDeviceGetName(self, handle: FakeHandle) -> str:
         return self._device("nvmlDeviceGetName", handle).name

@@ -164,3 +164,85 @@ def test_a_forbidden_lookup_is_exported_and_pods_keep_their_uid(tmp_path: Path) 
         assert (dict(labels)["pod"], dict(labels)["namespace"]) == (TRAINER_UID, "")
         (unresolved,) = select(s, "footprint_workload_pod_unresolved_total").values()
         assert unresolved >= 1
+
+
+MIG_3G, MIG_2G = "MIG-a65afc88-50b5-5ccf-b0a8-f93b3247ae9e", "MIG-90443af0-2fe6-57fb-86fe-54186d5a6581"
+
+
+def test_a_mig_instance_held_idle_by_a_pod_is_charged_its_share(tmp_path: Path) -> None:
+    # An A100 in MIG mode (98 SMs handed out): trainer-0's process runs in the 3g instance (42 SMs);
+    # infer-2 holds the 2g instance (28) with no process NVML shows; a 1g instance (14) and 14 SMs
+    # more are free. The device plugin (strategy mixed) names MIG devices by their MIG UUID.
+    cgroup = (
+        f"0::/kubepods.slice/kubepods-pod{TRAINER_UID.replace('-', '_')}.slice/"
+        f"cri-containerd-{'ab' * 32}.scope"
+    )
+    process = {"pid": 4242, "comm": "python", "cgroup": cgroup, "gpu_instance_id": 1, "mig_sm_share": 42 / 98}
+    instances = [
+        {"gpu_instance_id": 1, "uuid": MIG_3G, "sm_share": 42 / 98},
+        {"gpu_instance_id": 2, "uuid": MIG_2G, "sm_share": 28 / 98},
+        {"gpu_instance_id": 3, "uuid": "MIG-74c6a31a-fde5-5c61-973b-70e12346c202", "sm_share": 14 / 98},
+    ]
+    gpu = {"index": 0, "uuid": GPU0, "power_w": 350.0, "processes": [process], "mig_instances": instances}
+    trace = tmp_path / "mig.jsonl"
+    trace.write_text("".join(json.dumps({"t": float(k), "gpus": [gpu]}) + "\n" for k in range(61)))
+    api = FakeApiServer()
+    api.add("trainer-0", "ml", NODE, uid=TRAINER_UID)
+    api.add("infer-2", "serving", NODE)
+    kubelet = FakeKubelet(
+        pods=[
+            PodResources("trainer-0", "ml", [Container("main", {"nvidia.com/mig-3g.40gb": [MIG_3G]})]),
+            PodResources("infer-2", "serving", [Container("server", {"nvidia.com/mig-2g.20gb": [MIG_2G]})]),
+        ]
+    )
+    socket = tmp_path / "kubelet.sock"
+    with serve(tmp_path, api) as served, serve_kubelet(socket, kubelet):
+        exporter = start_exporter(
+            [
+                "--source.gpu=replay",
+                f"--source.gpu.replay.file={trace}",
+                "--source.gpu.replay.loop",
+                "--source.cpu=estimated",
+                "--sample.interval=250ms",
+                "--attribution.group-by=pod",
+                f"--kubernetes.node-name={NODE}",
+                f"--kubernetes.apiserver-url={served.url}",
+                f"--kubernetes.token-file={served.token_file}",
+                f"--kubernetes.ca-file={served.ca_file}",
+                f"--kubernetes.pod-resources-socket={socket}",
+            ],
+            wait=60,
+        )
+        try:
+            name = "footprint_process_gpu_energy_joules_total"
+            ready = _scrape_until(
+                exporter, lambda s: bool(select(s, name, pod="infer-2") and select(s, name, pod="trainer-0"))
+            )
+            ticks = sum(select(ready, "footprint_samples_total").values())
+            s = _scrape_until(
+                exporter, lambda s: sum(select(s, "footprint_samples_total").values()) >= ticks + 8
+            )
+        finally:
+            code, log = exporter.stop()
+            assert code == 0, log[-3000:]
+
+    def figures(samples: dict[Sample, float]) -> tuple[float, float, float, float]:
+        (trainer,) = select(samples, name, gpu="0", pod="trainer-0").values()
+        (held,) = select(samples, name, gpu="0", pod="infer-2").values()
+        (total,) = select(samples, "footprint_gpu_energy_joules_total", gpu="0").values()
+        (unattributed,) = select(samples, "footprint_gpu_unattributed_energy_joules_total", gpu="0").values()
+        return trainer, held, total, unattributed
+
+    (labels,) = select(s, name, gpu="0", pod="infer-2")
+    assert (dict(labels)["namespace"], dict(labels)["pid"]) == ("serving", "")
+    trainer, held, total, unattributed = figures(s)
+    assert trainer + held + unattributed == pytest.approx(total, rel=1e-9)
+    # From the first answer on, each interval: 42/98 to trainer-0, 28/98 to infer-2, the rest free.
+    before = figures(ready)
+    d_trainer, d_held, d_total, d_free = (
+        a - b for a, b in zip((trainer, held, total, unattributed), before, strict=True)
+    )
+    assert d_total > 0
+    assert d_held == pytest.approx(d_total * 28 / 98, rel=1e-9)
+    assert d_trainer == pytest.approx(d_total * 42 / 98, rel=1e-9)
+    assert d_free == pytest.approx(d_total * 28 / 98, rel=1e-9)

@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 
 from exporter.attribution import UtilisationWindow
-from exporter.model import GpuProcessSample, GpuReading
+from exporter.model import GpuProcessSample, GpuReading, MigInstance
 from exporter.sources import SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ _MIG_ENABLE = 1
 # gpuInstanceId of a process on a GPU without MIG (0xFFFFFFFF, "no instance").
 _NO_INSTANCE = 0xFFFFFFFF
 _GPU_INSTANCE_PROFILE_COUNT = 0x12
+# How long a MIG listing stands when no unknown instance shows in a process (instances a pod holds
+# idle show in none): a minute, like the pod-resources answer it is matched with.
+_MIG_RELIST_S = 60.0
 # /proc/<pid>/comm of nvidia-cuda-mps-server (comm is cut at 15 characters).
 _MPS_SERVER_COMM = "nvidia-cuda-mps"
 
@@ -101,6 +104,9 @@ class _Gpu:
     mig_enabled: bool = False
     # GPU instance id -> that instance's share of the board's SMs (None when unknown).
     mig_shares: dict[int, float | None] = field(default_factory=dict)
+    # The MIG devices as last listed (None: not listed yet, or the listing failed), and when.
+    mig_instances: tuple[MigInstance, ...] | None = None
+    mig_listed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +272,8 @@ class NvmlGpuSource:
         mode = self._call(gpu, "nvmlDeviceGetMigMode", absent=_FIELD_ABSENT | {_INVALID_ARGUMENT})
         gpu.mig_enabled = mode is not None and int(mode[0]) == _MIG_ENABLE
         gpu.mig_shares = {}
+        gpu.mig_instances = None
+        gpu.mig_listed_at = None
         gpu.stale = False
 
     # ------------------------------------------------------------------ one GPU
@@ -296,6 +304,10 @@ class NvmlGpuSource:
         memory = self._call(gpu, "nvmlDeviceGetMemoryInfo")
         temp = self._call(gpu, "nvmlDeviceGetTemperature", _TEMPERATURE_GPU)
         limit_mw = self._call(gpu, "nvmlDeviceGetEnforcedPowerLimit")
+        listed = gpu.mig_listed_at
+        if gpu.mig_enabled and (listed is None or not 0 <= now - listed < _MIG_RELIST_S):
+            # Listed even when no process shows: an instance a pod holds idle has none (see sampler).
+            self._list_mig(gpu, now)
         processes = self._processes(gpu, now)
         return GpuReading(
             index=gpu.index,
@@ -312,6 +324,7 @@ class NvmlGpuSource:
             temp_c=None if temp is None else float(temp),
             power_limit_w=None if limit_mw is None else limit_mw / 1000.0,
             processes=processes,
+            mig_instances=gpu.mig_instances if gpu.mig_enabled else None,
         )
 
     def _energy(self, gpu: _Gpu) -> float | None:
@@ -380,7 +393,7 @@ class NvmlGpuSource:
                 raw_gi = getattr(info, "gpuInstanceId", None)
                 if raw_gi is not None and int(raw_gi) != _NO_INSTANCE:
                     gi_id = int(raw_gi)
-                    share = self._mig_share(gpu, gi_id)
+                    share = self._mig_share(gpu, gi_id, now)
             samples.append(
                 GpuProcessSample(
                     pid=pid,
@@ -498,14 +511,19 @@ class NvmlGpuSource:
             gpu.last_util_timestamp_us = max(gpu.last_util_timestamp_us, *newest.values())
         return {pid: (sums[pid] / counts[pid] / 100.0, newest[pid]) for pid in sums}
 
-    def _mig_share(self, gpu: _Gpu, gi_id: int) -> float | None:
+    def _mig_share(self, gpu: _Gpu, gi_id: int, now: float) -> float | None:
         if gi_id not in gpu.mig_shares:
             # Instances can be created and destroyed while we run: look again when an unknown one shows.
-            gpu.mig_shares = self._mig_layout(gpu)
+            self._list_mig(gpu, now)
             gpu.mig_shares.setdefault(gi_id, None)
         return gpu.mig_shares[gi_id]
 
-    def _mig_layout(self, gpu: _Gpu) -> dict[int, float | None]:
+    def _list_mig(self, gpu: _Gpu, now: float) -> None:
+        gpu.mig_instances = self._mig_layout(gpu)
+        gpu.mig_shares = {i.gpu_instance_id: i.sm_share for i in gpu.mig_instances or ()}
+        gpu.mig_listed_at = now
+
+    def _mig_layout(self, gpu: _Gpu) -> tuple[MigInstance, ...] | None:
         try:
             return self._mig_layout_or_fail(gpu)
         except _GpuFailed as failed:
@@ -513,9 +531,9 @@ class NvmlGpuSource:
                 raise
             # The share is a refinement; not knowing it must not take the GPU's reading down.
             log.debug("GPU %d: MIG layout unknown: %s", gpu.index, failed)
-            return {}
+            return None
 
-    def _mig_layout_or_fail(self, gpu: _Gpu) -> dict[int, float | None]:
+    def _mig_layout_or_fail(self, gpu: _Gpu) -> tuple[MigInstance, ...]:
         absent = _FIELD_ABSENT | {_NOT_FOUND, _INVALID_ARGUMENT}
         # Shares are of what MIG can hand out: the largest GPU-instance profile's SMs (7 x 14 = 98 on an
         # A100, whose board has 108). Against the board's count, seven busy 1g instances would leave
@@ -530,6 +548,7 @@ class NvmlGpuSource:
             board_sms = int(board.multiprocessorCount) if board is not None else 0
         slots = self._call(gpu, "nvmlDeviceGetMaxMigDeviceCount", absent=absent)
         shares: dict[int, float | None] = {}
+        uuids: list[tuple[int, str]] = []
         for slot in range(int(slots or 0)):
             mig = self._call(gpu, "nvmlDeviceGetMigDeviceHandleByIndex", slot, absent=absent)
             if mig is None:
@@ -542,7 +561,15 @@ class NvmlGpuSource:
                     raise _GpuFailed("lost", f"MIG device {slot}: {exc}") from None
                 continue
             shares[gi_id] = sms / board_sms if board_sms > 0 else None
-        return shares
+            # The MIG device's UUID, as the NVIDIA device plugin names it to the kubelet (its device id).
+            try:
+                uuids.append((gi_id, _text(self._nvml.nvmlDeviceGetUUID(mig))))
+            except self._nvml.NVMLError as exc:
+                if exc.value == _GPU_IS_LOST:
+                    raise _GpuFailed("lost", f"MIG device {slot}: {exc}") from None
+                uuids.append((gi_id, ""))
+        # Each MIG device carries its GPU instance's share, the same one the instance's processes get.
+        return tuple(MigInstance(gi_id, uuid, shares[gi_id]) for gi_id, uuid in uuids)
 
     def _proc_info(self, pid: int) -> _ProcInfo:
         # Looked up once while the PID stays on a GPU (read() forgets PIDs that leave): a PID reused

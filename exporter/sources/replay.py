@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from exporter.errors import ConfigError, shorten, shown
-from exporter.model import GpuProcessSample, GpuReading
+from exporter.model import GpuProcessSample, GpuReading, MigInstance
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ MAX_ENERGY_J = 1e18  # NVML's counter is 64 bits of millijoules: 1.8e16 J
 MAX_T = 1e10  # seconds: three centuries
 MAX_INT = 2**63 - 1
 MAX_PID = 2**31 - 1
+MAX_GPU_INSTANCE = 2**32 - 2  # NVML's gpuInstanceId is 32 bits; 0xFFFFFFFF means "no instance"
 MAX_TEXT = 4096
 _CACHED_LINES = 4  # parsed lines kept for play: a tick normally needs one
 
@@ -79,7 +80,30 @@ def _process(raw: Any, where: str) -> GpuProcessSample:
         used_memory_bytes=_optional(raw, "used_memory_bytes", where, 0, MAX_INT, integer=True),
         cgroup=_text(raw.get("cgroup"), f"{where}.cgroup") or None,
         start_time=_optional(raw, "start_time", where, 0.0, 1e15),
+        gpu_instance_id=_optional(raw, "gpu_instance_id", where, 0, MAX_GPU_INSTANCE, integer=True),
+        mig_sm_share=_optional(raw, "mig_sm_share", where, 0.0, 1.0),
     )
+
+
+def _mig_instances(raw: Any, where: str) -> tuple[MigInstance, ...] | None:
+    """A MIG GPU's devices (docs/sources.md, "Replay traces"); None where the line has none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: expected a list, got {shown(raw)}")
+    out = []
+    for k, item in enumerate(raw):
+        at = f"{where}[{k}]"
+        if not isinstance(item, dict) or "gpu_instance_id" not in item or "uuid" not in item:
+            raise ValueError(f"{at} needs gpu_instance_id and uuid")
+        gi_id = _number(item["gpu_instance_id"], f"{at}.gpu_instance_id", 0, MAX_GPU_INSTANCE, integer=True)
+        uuid = _text(item["uuid"], f"{at}.uuid")  # "" where NVML did not answer it
+        out.append(MigInstance(gi_id, uuid, _optional(item, "sm_share", at, 0.0, 1.0)))
+    uuids = [m.uuid for m in out if m.uuid]
+    if len(set(uuids)) != len(uuids):
+        twice = next(u for u in uuids if uuids.count(u) > 1)
+        raise ValueError(f"{where}: uuid {twice} appears twice")
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +123,7 @@ class _Sample:
     temp_c: float | None
     power_limit_w: float | None
     processes: tuple[GpuProcessSample, ...]
+    mig_instances: tuple[MigInstance, ...] | None
 
 
 def _gpu(raw: Any, where: str) -> _Sample:
@@ -131,6 +156,7 @@ def _gpu(raw: Any, where: str) -> _Sample:
         temp_c=_optional(raw, "temp_c", where, -100.0, 300.0),
         power_limit_w=_optional(raw, "power_limit_w", where, 0.0, MAX_POWER_W),
         processes=processes,
+        mig_instances=_mig_instances(raw.get("mig_instances"), f"{where}.mig_instances"),
     )
 
 
@@ -371,6 +397,7 @@ class ReplayGpuSource:
             temp_c=g.temp_c,
             power_limit_w=g.power_limit_w,
             processes=g.processes,
+            mig_instances=g.mig_instances,
         )
 
     def close(self) -> None:
