@@ -261,6 +261,11 @@ def exclusive_owners(groups: list[ContainerDevices], resource: str = GPU_RESOURC
             if replica:
                 shared.add(key)
             holders.setdefault(key, set()).add((group.namespace, group.pod))
+    return _sole_holders(holders, shared)
+
+
+def _sole_holders(holders: dict[str, set[tuple[str, str]]], shared: set[str]) -> dict[str, PodRef]:
+    """Device key -> its pod, for keys that exactly one pod holds and no replica (``::N``) shares."""
     owners: dict[str, PodRef] = {}
     for key, pods in holders.items():
         if key not in shared and len(pods) == 1:
@@ -301,12 +306,7 @@ def exclusive_mig_owners(groups: list[ContainerDevices]) -> dict[str, PodRef]:
                 if replica:
                     shared.add(key)
                 holders.setdefault(key, set()).add((group.namespace, group.pod))
-    owners: dict[str, PodRef] = {}
-    for key, pods in holders.items():
-        if key not in shared and len(pods) == 1:
-            namespace, pod = next(iter(pods))
-            owners[key] = PodRef(pod, namespace)
-    return owners
+    return _sole_holders(holders, shared)
 
 
 class GpuAllocations:

@@ -48,8 +48,12 @@ def _trace(path: Path) -> Path:
 
 
 @contextmanager
-def _run(tmp: Path, api: FakeApiServer) -> Iterator[ExporterProcess]:
-    kubelet = FakeKubelet(
+def _run(
+    tmp: Path, api: FakeApiServer, trace: Path | None = None, kubelet: FakeKubelet | None = None
+) -> Iterator[ExporterProcess]:
+    """The exporter on ``trace`` (default: the module's two-GPU trace) with the fake API server and the
+    fake kubelet's pod-resources socket (default: trainer-0 holds GPU 0, infer-1 GPU 1)."""
+    kubelet = kubelet or FakeKubelet(
         pods=[
             PodResources("trainer-0", "ml", [Container("main", {"nvidia.com/gpu": [GPU0]})]),
             PodResources("infer-1", "serving", [Container("server", {"nvidia.com/gpu": [GPU1]})]),
@@ -60,7 +64,7 @@ def _run(tmp: Path, api: FakeApiServer) -> Iterator[ExporterProcess]:
         exporter = start_exporter(
             [
                 "--source.gpu=replay",
-                f"--source.gpu.replay.file={_trace(tmp / 'trace.jsonl')}",
+                f"--source.gpu.replay.file={trace or _trace(tmp / 'trace.jsonl')}",
                 "--source.gpu.replay.loop",
                 "--source.cpu=estimated",
                 "--sample.interval=250ms",
@@ -195,36 +199,13 @@ def test_a_mig_instance_held_idle_by_a_pod_is_charged_its_share(tmp_path: Path) 
             PodResources("infer-2", "serving", [Container("server", {"nvidia.com/mig-2g.20gb": [MIG_2G]})]),
         ]
     )
-    socket = tmp_path / "kubelet.sock"
-    with serve(tmp_path, api) as served, serve_kubelet(socket, kubelet):
-        exporter = start_exporter(
-            [
-                "--source.gpu=replay",
-                f"--source.gpu.replay.file={trace}",
-                "--source.gpu.replay.loop",
-                "--source.cpu=estimated",
-                "--sample.interval=250ms",
-                "--attribution.group-by=pod",
-                f"--kubernetes.node-name={NODE}",
-                f"--kubernetes.apiserver-url={served.url}",
-                f"--kubernetes.token-file={served.token_file}",
-                f"--kubernetes.ca-file={served.ca_file}",
-                f"--kubernetes.pod-resources-socket={socket}",
-            ],
-            wait=60,
+    with _run(tmp_path, api, trace, kubelet) as exporter:
+        name = "footprint_process_gpu_energy_joules_total"
+        ready = _scrape_until(
+            exporter, lambda s: bool(select(s, name, pod="infer-2") and select(s, name, pod="trainer-0"))
         )
-        try:
-            name = "footprint_process_gpu_energy_joules_total"
-            ready = _scrape_until(
-                exporter, lambda s: bool(select(s, name, pod="infer-2") and select(s, name, pod="trainer-0"))
-            )
-            ticks = sum(select(ready, "footprint_samples_total").values())
-            s = _scrape_until(
-                exporter, lambda s: sum(select(s, "footprint_samples_total").values()) >= ticks + 8
-            )
-        finally:
-            code, log = exporter.stop()
-            assert code == 0, log[-3000:]
+        ticks = sum(select(ready, "footprint_samples_total").values())
+        s = _scrape_until(exporter, lambda s: sum(select(s, "footprint_samples_total").values()) >= ticks + 8)
 
     def figures(samples: dict[Sample, float]) -> tuple[float, float, float, float]:
         (trainer,) = select(samples, name, gpu="0", pod="trainer-0").values()
