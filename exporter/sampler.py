@@ -673,7 +673,6 @@ class Sampler:
         shares: list[float] = []
         unattributed = delta
         workloads = []
-        owner: PodRef | None = None
         allocated: list[tuple[PodRef, float]] = []
         if att is not None:
             learner = att.learners.setdefault(key, IdleBaselineLearner())
@@ -682,24 +681,24 @@ class Sampler:
                 # the list could not be read, which says nothing about idleness.
                 learner.observe(reading.power_w, bool(reading.processes))
             idle_w = att.policy.idle_watts if att.policy.idle_watts is not None else learner.value
-            # A GPU the device plugin gave to one pod is that pod's while NVML shows no process on it.
+            # What a pod holds while NVML shows no process in it is that pod's: a whole GPU the device
+            # plugin gave to one pod, or a MIG instance one pod holds (its share, as if occupied). Each
+            # enters the split as a stand-in process after the visible ones; its share goes to the pod.
             owner = att.gpu_owner(reading.uuid, reading.index) if att.gpu_owner and not processes else None
-            if owner is not None:
-                processes = (GpuProcessSample(pid=0),)
-            # So is a MIG instance one pod holds while NVML shows no process in it: its share, as if occupied.
             held: list[tuple[PodRef, GpuProcessSample]] = []
-            if owner is None and att.mig_owner is not None and reading.mig_instances:
+            if owner is not None:
+                held = [(owner, GpuProcessSample(pid=0))]
+            elif att.mig_owner is not None and reading.mig_instances:
                 held = held_idle_instances(reading.mig_instances, reading.uuid, processes, att.mig_owner)
-                processes = (*processes, *(stand_in for _, stand_in in held))
-            shares, unattributed = attribute_gpu_energy(delta, span, processes, att.policy, idle_w)
-            if held:
-                visible = len(processes) - len(held)
-                allocated = [(pod, j) for (pod, _), j in zip(held, shares[visible:], strict=True)]
-                processes, shares = processes[:visible], shares[:visible]
+            stand_ins = tuple(stand_in for _, stand_in in held)
+            shares, unattributed = attribute_gpu_energy(
+                delta, span, (*processes, *stand_ins), att.policy, idle_w
+            )
+            visible = len(processes)
+            allocated = [(pod, j) for (pod, _), j in zip(held, shares[visible:], strict=True)]
+            shares = shares[:visible]
             workloads = [
-                att.resolver.resolve(p.pid, p.start_time, p.comm, p.user, p.cgroup)
-                for p in processes
-                if owner is None
+                att.resolver.resolve(p.pid, p.start_time, p.comm, p.user, p.cgroup) for p in processes
             ]
 
         totals.energy_j += delta
@@ -708,10 +707,9 @@ class Sampler:
         totals.add_marginal(None if marginal_per_j is None else delta * marginal_per_j)
         totals.add_market(None if market_per_j is None else delta * market_per_j)
         totals.embodied_grams += embodied
-        if att is not None and owner is not None:
-            allocated = [(owner, shares[0])]
+        if att is None:
+            return delta
         for pod, joules in allocated:
-            assert att is not None
             att.gpu_ledger.add_allocated(
                 reading.uuid,
                 str(reading.index),
@@ -724,24 +722,23 @@ class Sampler:
                 embodied_grams=embodied * (joules / delta if delta > 0 else 0.0),
                 market_grams=None if market_per_j is None else joules * market_per_j,
             )
-        if att is not None and owner is None:
-            for proc, joules, workload in zip(processes, shares, workloads, strict=True):
-                frac = joules / delta if delta > 0 else 0.0
-                att.gpu_ledger.add(
-                    reading.uuid,
-                    str(reading.index),
-                    proc.pid,
-                    proc.start_time,
-                    workload,
-                    joules,
-                    span,
-                    now,
-                    grams=joules * g_per_j,
-                    marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
-                    embodied_grams=embodied * frac,
-                    market_grams=None if market_per_j is None else joules * market_per_j,
-                )
-                self._charged(proc.pid, proc.start_time, workload, joules)
+        for proc, joules, workload in zip(processes, shares, workloads, strict=True):
+            frac = joules / delta if delta > 0 else 0.0
+            att.gpu_ledger.add(
+                reading.uuid,
+                str(reading.index),
+                proc.pid,
+                proc.start_time,
+                workload,
+                joules,
+                span,
+                now,
+                grams=joules * g_per_j,
+                marginal_grams=None if marginal_per_j is None else joules * marginal_per_j,
+                embodied_grams=embodied * frac,
+                market_grams=None if market_per_j is None else joules * market_per_j,
+            )
+            self._charged(proc.pid, proc.start_time, workload, joules)
         return delta
 
     # --- CPUs ---
