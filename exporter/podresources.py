@@ -123,38 +123,33 @@ def _message(value: int | bytes) -> bytes:
     return value
 
 
+def _by_number(buf: bytes) -> dict[int, list[int | bytes]]:
+    """A message's field values by field number, in wire order."""
+    fields: dict[int, list[int | bytes]] = {}
+    for number, value in _fields(buf):
+        fields.setdefault(number, []).append(value)
+    return fields
+
+
+def _last_text(fields: dict[int, list[int | bytes]], number: int) -> str:
+    """A string field: the last value on the wire wins, as protobuf parsers do; "" when absent."""
+    texts = [_text(v) for v in fields.get(number, ())]
+    return texts[-1] if texts else ""
+
+
 def decode_list_response(buf: bytes) -> list[ContainerDevices]:
     """Every container's device groups from a serialised ``ListPodResourcesResponse``."""
     out: list[ContainerDevices] = []
-    for number, value in _fields(buf):
-        if number != 1:
-            continue
-        pod = namespace = ""
-        containers: list[bytes] = []
-        for p_number, p_value in _fields(_message(value)):
-            if p_number == 1:
-                pod = _text(p_value)
-            elif p_number == 2:
-                namespace = _text(p_value)
-            elif p_number == 3:
-                containers.append(_message(p_value))
-        for raw in containers:
-            name = ""
-            groups: list[bytes] = []
-            for c_number, c_value in _fields(raw):
-                if c_number == 1:
-                    name = _text(c_value)
-                elif c_number == 2:
-                    groups.append(_message(c_value))
-            for group in groups:
-                resource = ""
-                ids: list[str] = []
-                for d_number, d_value in _fields(group):
-                    if d_number == 1:
-                        resource = _text(d_value)
-                    elif d_number == 2:
-                        ids.append(_text(d_value))
-                out.append(ContainerDevices(pod, namespace, name, resource, tuple(ids)))
+    for pod_value in _by_number(buf).get(1, ()):
+        pod = _by_number(_message(pod_value))  # PodResources: name 1, namespace 2, containers 3
+        pod_name, namespace = _last_text(pod, 1), _last_text(pod, 2)
+        for container_value in pod.get(3, ()):
+            container = _by_number(_message(container_value))  # ContainerResources: name 1, devices 2
+            container_name = _last_text(container, 1)
+            for group_value in container.get(2, ()):
+                group = _by_number(_message(group_value))  # ContainerDevices: resource_name 1, device_ids 2
+                ids = tuple(_text(v) for v in group.get(2, ()))
+                out.append(ContainerDevices(pod_name, namespace, container_name, _last_text(group, 1), ids))
     return out
 
 
