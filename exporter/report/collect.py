@@ -452,6 +452,12 @@ class ReportBuilder:
         ]
 
     def _device_notes(self, window: float, notes: list[Note], instance_notes: dict[str, set[str]]) -> None:
+        def flag(code: str, found: list[Sample], text: str) -> None:
+            """A note on the instances of ``found``, each of which carries its code in the rows."""
+            for s in found:
+                instance_notes[s.labels.get("instance", "")].add(code)
+            notes.append(Note(code, text, tuple(sorted({s.labels.get("instance", "") for s in found}))))
+
         unmeasured = self._over_time(
             "max_over_time",
             "max",
@@ -461,21 +467,17 @@ class ReportBuilder:
             'method="none"',
         )
         if unmeasured:
-            for s in unmeasured:
-                instance_notes[s.labels.get("instance", "")].add("unmeasured_device")
             listed = "; ".join(
                 f"{s.labels.get('instance', '')} {s.labels.get('kind', '')} {s.labels.get('device', '')} "
                 f"({s.labels.get('reason', '') or 'no reason given'})"
                 for s in unmeasured[:10]
             )
             more = f" and {len(unmeasured) - 10} more" if len(unmeasured) > 10 else ""
-            notes.append(
-                Note(
-                    "unmeasured_device",
-                    f"Devices gave no power or energy at some time in the period, so no energy or emissions "
-                    f"accrued for them then: {listed}{more}.",
-                    tuple(sorted({s.labels.get("instance", "") for s in unmeasured})),
-                )
+            flag(
+                "unmeasured_device",
+                unmeasured,
+                f"Devices gave no power or energy at some time in the period, so no energy or emissions "
+                f"accrued for them then: {listed}{more}.",
             )
         down = self.api.query(
             f"min by (instance, gpu, uuid) "
@@ -483,19 +485,15 @@ class ReportBuilder:
             self.spec.end,
         )
         if down:
-            for s in down:
-                instance_notes[s.labels.get("instance", "")].add("gpu_down")
-            notes.append(
-                Note(
-                    "gpu_down",
-                    f"{len(down)} GPU(s) were down (lost or failing reads) at some time in the period; "
-                    "energy they drew while down is not in the figures: "
-                    + ", ".join(
-                        f"{s.labels.get('instance', '')} gpu {s.labels.get('gpu', '')}" for s in down[:10]
-                    )
-                    + ".",
-                    tuple(sorted({s.labels.get("instance", "") for s in down})),
+            flag(
+                "gpu_down",
+                down,
+                f"{len(down)} GPU(s) were down (lost or failing reads) at some time in the period; "
+                "energy they drew while down is not in the figures: "
+                + ", ".join(
+                    f"{s.labels.get('instance', '')} gpu {s.labels.get('gpu', '')}" for s in down[:10]
                 )
+                + ".",
             )
         sources = self.api.query(
             f"min by (instance, source) "
@@ -503,20 +501,15 @@ class ReportBuilder:
             self.spec.end,
         )
         if sources:
-            for s in sources:
-                instance_notes[s.labels.get("instance", "")].add("source_down")
-            notes.append(
-                Note(
-                    "source_down",
-                    "Sources failed at some time in the period (their devices' energy is missing while they "
-                    "were down): "
-                    + ", ".join(
-                        f"{s.labels.get('source', '')} on {s.labels.get('instance', '')}"
-                        for s in sources[:10]
-                    )
-                    + ".",
-                    tuple(sorted({s.labels.get("instance", "") for s in sources})),
+            flag(
+                "source_down",
+                sources,
+                "Sources failed at some time in the period (their devices' energy is missing while they "
+                "were down): "
+                + ", ".join(
+                    f"{s.labels.get('source', '')} on {s.labels.get('instance', '')}" for s in sources[:10]
                 )
+                + ".",
             )
 
     def _tokens(self, stored: Stored, window: float) -> None:
