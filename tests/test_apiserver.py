@@ -127,32 +127,28 @@ def test_thread_follows_changes_until_stopped(fake: Served) -> None:
         assert pods._thread is not None and not pods._thread.is_alive()
 
 
-def test_bad_token_is_unauthorized_and_retried(fake: Served) -> None:
-    fake.token_file.write_text("stale-token\n")
+@pytest.mark.parametrize(
+    ("token", "kind", "sent"),
+    [
+        ("stale-token\n", "unauthorized", True),  # sent, and the API server answers 401
+        ("", "token", False),  # mounted, but the kubelet has not written it yet: nothing is sent
+    ],
+    ids=["stale", "empty"],
+)
+def test_a_bad_token_is_counted_and_retried_until_rotated(
+    fake: Served, token: str, kind: str, sent: bool
+) -> None:
+    fake.token_file.write_text(token)
     pod = fake.api.add("a", "ns", NODE)
     pods = pods_of(fake)
     pods.start()
     try:
-        wait_for(lambda: pods.health.read()[1].get("unauthorized", 0) >= 1)
+        wait_for(lambda: pods.health.read()[1].get(kind, 0) >= 1)
         assert pods.health.read()[0] is False
         assert pods.get(pod.uid) is None
+        # Never a request with an empty bearer token.
+        assert bool(fake.api.requests) is sent
         fake.token_file.write_text(fake.api.token + "\n")  # the kubelet rotated it: read on every request
-        # The list stores the pods, then marks the lookup up: wait for both, not one then the other.
-        wait_for(lambda: pods.get(pod.uid) is not None and pods.health.read()[0] is True)
-    finally:
-        pods.stop()
-
-
-def test_an_empty_token_file_is_counted_as_token_and_retried(fake: Served) -> None:
-    fake.token_file.write_text("")  # mounted, but the kubelet has not written it yet
-    pod = fake.api.add("a", "ns", NODE)
-    pods = pods_of(fake)
-    pods.start()
-    try:
-        wait_for(lambda: pods.health.read()[1].get("token", 0) >= 1)
-        assert pods.health.read()[0] is False
-        assert fake.api.requests == []  # no request went out with an empty bearer token
-        fake.token_file.write_text(fake.api.token + "\n")
         # The list stores the pods, then marks the lookup up: wait for both, not one then the other.
         wait_for(lambda: pods.get(pod.uid) is not None and pods.health.read()[0] is True)
     finally:
